@@ -1,0 +1,543 @@
+//! The suite runner: concurrency limit, timeouts, retries-until-ready, cancellation, one
+//! coordinator that feeds the reporters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::check::{Category, Check, CheckContext, CheckId, IntegrationTester};
+use crate::outcome::{ErrorKind, Outcome, Status, TestResult};
+use crate::report::{ReportError, Reporter};
+
+/// Default per-check time budget when neither the check nor the suite sets one.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A check as announced to reporters before the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedCheck {
+    /// The check's id.
+    pub id: CheckId,
+    /// The tester it belongs to.
+    pub tester: String,
+    /// Its category.
+    pub category: Category,
+}
+
+/// What is about to run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunPlan {
+    /// Unique id of this run (also the prefix of temporary objects).
+    pub run_id: String,
+    /// Wall-clock start.
+    pub started_at: SystemTime,
+    /// The checks, in plan order.
+    pub checks: Vec<PlannedCheck>,
+    /// Redacted summary of the effective configuration.
+    pub config: serde_json::Value,
+}
+
+/// Result counts for a group of checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Checks in the group.
+    pub total: usize,
+    /// Passed.
+    pub passed: usize,
+    /// Failed (the system is wrong).
+    pub failed: usize,
+    /// Skipped (not applicable).
+    pub skipped: usize,
+    /// Errors (the harness could not tell), cancellations and timeouts included.
+    pub errors: usize,
+}
+
+impl Counts {
+    /// Count one status.
+    pub fn add(&mut self, status: Status) {
+        self.total += 1;
+        match status {
+            Status::Passed => self.passed += 1,
+            Status::Failed => self.failed += 1,
+            Status::Skipped => self.skipped += 1,
+            Status::Error => self.errors += 1,
+        }
+    }
+
+    /// passed / (total - skipped); `None` when nothing was executed.
+    pub fn success_rate(&self) -> Option<f64> {
+        let executed = self.total - self.skipped;
+        (executed > 0).then(|| self.passed as f64 / executed as f64)
+    }
+}
+
+/// What happened, in numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub run_id: String,
+    /// Wall-clock start.
+    pub started_at: SystemTime,
+    /// Wall time of the whole run.
+    #[serde(with = "crate::outcome::duration_ms")]
+    pub duration: Duration,
+    /// Totals.
+    pub counts: Counts,
+    /// Counts per tester.
+    pub by_tester: BTreeMap<String, Counts>,
+    /// Counts per category.
+    pub by_category: BTreeMap<Category, Counts>,
+    /// True when the run was interrupted from outside (Ctrl-C).
+    pub interrupted: bool,
+    /// Why unfinished checks were cancelled, if they were.
+    pub cancel_reason: Option<String>,
+}
+
+impl RunSummary {
+    /// Build the summary from results.
+    pub fn from_results(
+        run_id: &str,
+        started_at: SystemTime,
+        duration: Duration,
+        results: &[TestResult],
+    ) -> Self {
+        let mut counts = Counts::default();
+        let mut by_tester: BTreeMap<String, Counts> = BTreeMap::new();
+        let mut by_category: BTreeMap<Category, Counts> = BTreeMap::new();
+        for r in results {
+            let s = r.outcome.status();
+            counts.add(s);
+            by_tester.entry(r.tester.clone()).or_default().add(s);
+            by_category.entry(r.category).or_default().add(s);
+        }
+        RunSummary {
+            run_id: run_id.to_string(),
+            started_at,
+            duration,
+            counts,
+            by_tester,
+            by_category,
+            interrupted: false,
+            cancel_reason: None,
+        }
+    }
+
+    /// Exit code: 130 interrupted, 1 any failure or error, 0 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.interrupted {
+            130
+        } else if self.counts.failed + self.counts.errors > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Everything a finished run produced.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Counts and timing.
+    pub summary: RunSummary,
+    /// One result per planned check, in plan order.
+    pub results: Vec<TestResult>,
+    /// Reporter failures (the run itself went on).
+    pub report_errors: Vec<ReportError>,
+}
+
+/// Builder for a [`Suite`].
+pub struct SuiteBuilder {
+    checks: Vec<(String, Arc<dyn Check>)>,
+    concurrency: usize,
+    default_timeout: Duration,
+    deadline: Option<Duration>,
+    fail_fast: bool,
+    cancel_grace: Duration,
+    cancel: CancellationToken,
+    run_id: Option<String>,
+    config: serde_json::Value,
+}
+
+impl Default for SuiteBuilder {
+    fn default() -> Self {
+        SuiteBuilder {
+            checks: Vec::new(),
+            concurrency: 10,
+            default_timeout: DEFAULT_CHECK_TIMEOUT,
+            deadline: None,
+            fail_fast: false,
+            cancel_grace: Duration::from_secs(5),
+            cancel: CancellationToken::new(),
+            run_id: None,
+            config: serde_json::Value::Null,
+        }
+    }
+}
+
+impl SuiteBuilder {
+    /// Add every check of a tester.
+    pub fn tester(mut self, tester: &dyn IntegrationTester) -> Self {
+        let name = tester.name().to_string();
+        self.checks.extend(tester.checks().into_iter().map(|c| (name.clone(), c)));
+        self
+    }
+
+    /// Add one check under a tester name.
+    pub fn check(mut self, tester: impl Into<String>, check: Arc<dyn Check>) -> Self {
+        self.checks.push((tester.into(), check));
+        self
+    }
+
+    /// How many checks may run at once (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Time budget of a check that sets none.
+    pub fn default_timeout(mut self, d: Duration) -> Self {
+        self.default_timeout = d;
+        self
+    }
+
+    /// Global deadline: when it passes, unfinished checks are cancelled.
+    pub fn deadline(mut self, d: Option<Duration>) -> Self {
+        self.deadline = d;
+        self
+    }
+
+    /// Cancel the rest after the first failure or error.
+    pub fn fail_fast(mut self, yes: bool) -> Self {
+        self.fail_fast = yes;
+        self
+    }
+
+    /// How long a cancelled check may take to clean up before it is abandoned.
+    pub fn cancel_grace(mut self, d: Duration) -> Self {
+        self.cancel_grace = d;
+        self
+    }
+
+    /// Token that interrupts the run from outside (Ctrl-C); the summary says `interrupted`.
+    pub fn cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Set the run id (default: derived from time and process id).
+    pub fn run_id(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(id.into());
+        self
+    }
+
+    /// Redacted configuration summary to put in reports.
+    pub fn config_summary(mut self, config: serde_json::Value) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Finish building.
+    pub fn build(self) -> Suite {
+        Suite { b: self }
+    }
+}
+
+/// A run of many checks. See [`Suite::builder`].
+pub struct Suite {
+    b: SuiteBuilder,
+}
+
+/// A fresh run id: `r` + seconds since the epoch (base 36) + process id, lowercase, usable as an
+/// identifier prefix (`citadel_itest_<run>_...`).
+pub fn new_run_id() -> String {
+    use std::sync::atomic::AtomicU64;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let mixed = (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) ^ seq;
+    format!("r{}", to_base36(mixed % 36u64.pow(8)))
+}
+
+fn to_base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    while out.len() < 8 {
+        out.push(b'0');
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+struct Shared {
+    semaphore: Arc<Semaphore>,
+    cancel: CancellationToken,
+    reason: OnceLock<String>,
+    default_timeout: Duration,
+    cancel_grace: Duration,
+}
+
+impl Suite {
+    /// Start building a suite.
+    pub fn builder() -> SuiteBuilder {
+        SuiteBuilder::default()
+    }
+
+    /// The checks that will run, in order.
+    pub fn plan(&self) -> Vec<PlannedCheck> {
+        self.b
+            .checks
+            .iter()
+            .map(|(tester, c)| PlannedCheck {
+                id: c.id().clone(),
+                tester: tester.clone(),
+                category: c.category(),
+            })
+            .collect()
+    }
+
+    /// Run every check and feed the reporters. Must be called inside a Tokio runtime.
+    pub async fn run(self, mut reporters: Vec<Box<dyn Reporter>>) -> RunOutput {
+        let b = self.b;
+        let run_id = b.run_id.clone().unwrap_or_else(new_run_id);
+        let started_at = SystemTime::now();
+        let start = Instant::now();
+        let planned: Vec<PlannedCheck> = b
+            .checks
+            .iter()
+            .map(|(tester, c)| PlannedCheck {
+                id: c.id().clone(),
+                tester: tester.clone(),
+                category: c.category(),
+            })
+            .collect();
+        let plan = RunPlan { run_id: run_id.clone(), started_at, checks: planned.clone(), config: b.config };
+
+        let mut report_errors = Vec::new();
+        if let Err(e) = reporters.run_started(&plan) {
+            report_errors.push(e);
+        }
+
+        let external = b.cancel;
+        let internal = external.child_token();
+        let shared = Arc::new(Shared {
+            semaphore: Arc::new(Semaphore::new(b.concurrency)),
+            cancel: internal.clone(),
+            reason: OnceLock::new(),
+            default_timeout: b.default_timeout,
+            cancel_grace: b.cancel_grace,
+        });
+
+        let mut set = JoinSet::new();
+        let mut index_of = HashMap::with_capacity(b.checks.len());
+        for (i, (tester, check)) in b.checks.into_iter().enumerate() {
+            let shared = shared.clone();
+            let handle = set.spawn(execute(check, tester, shared));
+            index_of.insert(handle.id(), i);
+        }
+
+        let mut results: Vec<Option<TestResult>> = vec![None; planned.len()];
+        let global_deadline = b.deadline.map(|d| start + d);
+        let mut deadline_fired = false;
+        loop {
+            let joined = tokio::select! {
+                joined = set.join_next_with_id() => joined,
+                _ = async { sleep_until(global_deadline.unwrap_or(start)).await },
+                    if global_deadline.is_some() && !deadline_fired =>
+                {
+                    deadline_fired = true;
+                    let d = b.deadline.unwrap_or_default();
+                    let _ = shared.reason.set(format!(
+                        "run deadline of {} reached",
+                        humantime::format_duration(d)
+                    ));
+                    internal.cancel();
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
+            let (i, result) = match joined {
+                Ok((id, result)) => (index_of[&id], result),
+                Err(e) => {
+                    let i = index_of[&e.id()];
+                    let p = &planned[i];
+                    let outcome = Outcome::error(ErrorKind::Panicked, format!("runner task failed: {e}"));
+                    (i, TestResult {
+                        id: p.id.clone(),
+                        tester: p.tester.clone(),
+                        category: p.category,
+                        outcome,
+                        duration: Duration::ZERO,
+                        attempts: 0,
+                        details: BTreeMap::new(),
+                    })
+                }
+            };
+            if b.fail_fast
+                && matches!(result.outcome.status(), Status::Failed | Status::Error)
+                && !internal.is_cancelled()
+            {
+                let _ = shared.reason.set(format!("fail-fast after {} {}", result.id, result.outcome.status()));
+                internal.cancel();
+            }
+            if let Err(e) = reporters.check_finished(&result) {
+                report_errors.push(e);
+            }
+            results[i] = Some(result);
+        }
+
+        let results: Vec<TestResult> = results.into_iter().flatten().collect();
+        let mut summary = RunSummary::from_results(&run_id, started_at, start.elapsed(), &results);
+        summary.interrupted = external.is_cancelled();
+        summary.cancel_reason = if summary.interrupted {
+            Some("run interrupted".to_string())
+        } else {
+            shared.reason.get().cloned()
+        };
+        if let Err(e) = reporters.run_finished(&summary) {
+            report_errors.push(e);
+        }
+        RunOutput { summary, results, report_errors }
+    }
+}
+
+fn cancelled_message(shared: &Shared) -> String {
+    let reason = shared.reason.get().map(String::as_str).unwrap_or("run interrupted");
+    format!("cancelled before finishing: {reason}")
+}
+
+async fn execute(check: Arc<dyn Check>, tester: String, shared: Arc<Shared>) -> TestResult {
+    let (outcome, duration, attempts) = match acquire(&shared).await {
+        None => (Outcome::error(ErrorKind::Cancelled, cancelled_message(&shared)), Duration::ZERO, 0),
+        Some(_permit) => run_guarded(&*check, &shared).await,
+    };
+    TestResult {
+        id: check.id().clone(),
+        tester,
+        category: check.category(),
+        outcome,
+        duration,
+        attempts,
+        details: BTreeMap::new(),
+    }
+}
+
+/// Runs all attempts of a check under its timeout, honouring cancellation with a grace period.
+async fn run_guarded(check: &dyn Check, shared: &Shared) -> (Outcome, Duration, u32) {
+    let started = Instant::now();
+    let attempts = AtomicU32::new(0);
+    let timeout = check.timeout().unwrap_or(shared.default_timeout);
+    let deadline = started + timeout;
+    let mut fut = std::pin::pin!(run_attempts(check, &shared.cancel, deadline, &attempts));
+    let outcome = tokio::select! {
+        biased;
+        o = &mut fut => o,
+        _ = sleep_until(deadline) => Outcome::error(
+            ErrorKind::Timeout,
+            format!("did not finish within {}", humantime::format_duration(timeout)),
+        ),
+        _ = shared.cancel.cancelled() => {
+            match tokio::time::timeout(shared.cancel_grace, &mut fut).await {
+                Ok(o @ (Outcome::Passed { .. } | Outcome::Failed { .. } | Outcome::Skipped { .. })) => o,
+                _ => Outcome::error(ErrorKind::Cancelled, cancelled_message(shared)),
+            }
+        }
+    };
+    (outcome, started.elapsed(), attempts.load(Ordering::Relaxed))
+}
+
+async fn acquire(shared: &Shared) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if shared.cancel.is_cancelled() {
+        return None;
+    }
+    tokio::select! {
+        biased;
+        _ = shared.cancel.cancelled() => None,
+        p = shared.semaphore.clone().acquire_owned() => p.ok(),
+    }
+}
+
+async fn run_attempts(
+    check: &dyn Check,
+    cancel: &CancellationToken,
+    deadline: Instant,
+    attempts: &AtomicU32,
+) -> Outcome {
+    let policy = check.retry_policy();
+    let mut attempt = 1u32;
+    loop {
+        attempts.store(attempt, Ordering::Relaxed);
+        let ctx = CheckContext { cancel: cancel.clone(), deadline, attempt };
+        let outcome = match AssertUnwindSafe(check.run(&ctx)).catch_unwind().await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => Outcome::error(ErrorKind::Harness, crate::error_chain(&*e)),
+            Err(payload) => Outcome::error(ErrorKind::Panicked, panic_message(&*payload)),
+        };
+        let retryable = matches!(
+            outcome,
+            Outcome::Failed { .. } | Outcome::Error { kind: ErrorKind::Harness, .. }
+        );
+        let Some(policy) = policy else { return outcome };
+        if !retryable || attempt > policy.retries || cancel.is_cancelled() {
+            return outcome;
+        }
+        let wait = policy.backoff(attempt);
+        if Instant::now() + wait >= deadline {
+            return outcome;
+        }
+        tokio::select! {
+            _ = sleep(wait) => {}
+            _ = cancel.cancelled() => return outcome,
+        }
+        attempt += 1;
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    };
+    format!("check panicked: {text}")
+}
+
+/// Run a single check the way the suite would (its own timeout, else 30 s; its retry policy;
+/// panics caught) and return its result. Meant for `#[tokio::test]`; the tester name is the
+/// first segment of the check id.
+pub async fn run_one(check: &dyn Check) -> TestResult {
+    let shared = Shared {
+        semaphore: Arc::new(Semaphore::new(1)),
+        cancel: CancellationToken::new(),
+        reason: OnceLock::new(),
+        default_timeout: DEFAULT_CHECK_TIMEOUT,
+        cancel_grace: Duration::from_secs(5),
+    };
+    let (outcome, duration, attempts) = run_guarded(check, &shared).await;
+    let id = check.id().clone();
+    TestResult {
+        tester: id.as_str().split('.').next().unwrap_or("").to_string(),
+        id,
+        category: check.category(),
+        outcome,
+        duration,
+        attempts,
+        details: BTreeMap::new(),
+    }
+}
