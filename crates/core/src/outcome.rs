@@ -352,7 +352,7 @@ impl fmt::Display for Measurement {
             None => write!(f, "{}=n/a", self.name)?,
         }
         if let Some(t) = self.threshold {
-            write!(f, " ({t})")?;
+            write!(f, " ({t}{})", self.unit.suffix())?;
         }
         Ok(())
     }

@@ -233,13 +233,22 @@ impl ConfigLoader {
         let mut problems = Vec::new();
         let mut figment = Figment::new();
         for file in &self.files {
-            match std::fs::metadata(file) {
-                Ok(m) if m.is_file() => figment = figment.merge(Yaml::file_exact(file)),
-                Ok(_) => problems.push(ConfigProblem {
-                    path: String::new(),
-                    source: Some(file.display().to_string()),
-                    message: format!("config file {} is not a regular file", file.display()),
-                }),
+            match std::fs::read_to_string(file) {
+                Ok(text) => match expand_env(&text) {
+                    Ok(expanded) => {
+                        figment = figment.merge(ExpandedYaml { path: file.clone(), text: expanded })
+                    }
+                    Err(missing) => problems.extend(missing.into_iter().map(|(line, name)| {
+                        ConfigProblem {
+                            path: String::new(),
+                            source: Some(format!("{}:{line}", file.display())),
+                            message: format!(
+                                "environment variable {name} is not set (referenced as ${{{name}}}; \
+                                 set it or write ${{{name}:-default}})"
+                            ),
+                        }
+                    })),
+                },
                 Err(e) => problems.push(ConfigProblem {
                     path: String::new(),
                     source: Some(file.display().to_string()),
@@ -259,7 +268,7 @@ impl ConfigLoader {
             match figment.extract::<serde_json::Map<String, serde_json::Value>>() {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    problems.extend(figment_problems(&figment, e));
+                    problems.extend(figment_problems(&figment, e, None));
                     None
                 }
             };
@@ -297,6 +306,64 @@ impl ConfigLoader {
     }
 }
 
+/// A YAML file whose `${NAME}` / `${NAME:-default}` references were expanded from the
+/// environment; errors still name the file.
+struct ExpandedYaml {
+    path: PathBuf,
+    text: String,
+}
+
+impl figment::Provider for ExpandedYaml {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::from("YAML file", figment::Source::File(self.path.clone()))
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Yaml::string(&self.text).data()
+    }
+}
+
+/// Expands `${NAME}` and `${NAME:-default}` from the environment. `$${` escapes a literal
+/// `${`. Returns the (line, name) of every unset variable without a default.
+pub fn expand_env(text: &str) -> Result<String, Vec<(usize, String)>> {
+    let mut out = String::with_capacity(text.len());
+    let mut missing = Vec::new();
+    for (lineno, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(pos) = rest.find("${") {
+            if pos > 0 && rest.as_bytes()[pos - 1] == b'$' {
+                out.push_str(&rest[..pos - 1]);
+                out.push_str("${");
+                rest = &rest[pos + 2..];
+                continue;
+            }
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 2..];
+            let Some(end) = after.find('}') else {
+                out.push_str(&rest[pos..]);
+                rest = "";
+                break;
+            };
+            let inner = &after[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            match (std::env::var(name), default) {
+                (Ok(v), _) if !v.is_empty() => out.push_str(&v),
+                (_, Some(d)) => out.push_str(d),
+                (Ok(v), None) => out.push_str(&v),
+                (Err(_), None) => missing.push((lineno + 1, name.to_string())),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    if missing.is_empty() { Ok(out) } else { Err(missing) }
+}
+
 fn extract_or_default<T: DeserializeOwned + Default>(
     figment: &Figment,
     key: &str,
@@ -308,17 +375,26 @@ fn extract_or_default<T: DeserializeOwned + Default>(
     match figment.extract_inner::<T>(key) {
         Ok(v) => Some(v),
         Err(e) => {
-            problems.extend(figment_problems(figment, e));
+            problems.extend(figment_problems(figment, e, Some(key)));
             None
         }
     }
 }
 
-/// Converts figment's errors (one or many) to problems with path and source.
-fn figment_problems(figment: &Figment, err: figment::Error) -> Vec<ConfigProblem> {
+/// Converts figment's errors (one or many) to problems with path and source. `section` is the
+/// key given to `extract_inner`, which figment appends at the end of the error path.
+fn figment_problems(figment: &Figment, err: figment::Error, section: Option<&str>) -> Vec<ConfigProblem> {
     err.into_iter()
         .map(|e| {
-            let path = e.path.join(".");
+            let mut segments: Vec<String> = e.path.clone();
+            if let Some(section) = section {
+                let tail: Vec<String> = section.split('.').map(str::to_string).collect();
+                if segments.ends_with(&tail) {
+                    segments.truncate(segments.len() - tail.len());
+                }
+                segments.splice(0..0, tail);
+            }
+            let path = join_path(&segments);
             let source = e
                 .metadata
                 .as_ref()
@@ -327,6 +403,22 @@ fn figment_problems(figment: &Figment, err: figment::Error) -> Vec<ConfigProblem
             ConfigProblem { path, source, message: e.kind.to_string() }
         })
         .collect()
+}
+
+/// `["a", "targets", "0", "url"]` -> `a.targets[0].url`.
+fn join_path(segments: &[String]) -> String {
+    let mut out = String::new();
+    for seg in segments {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
 }
 
 fn describe_source(meta: &figment::Metadata, source: &figment::Source) -> String {
@@ -396,7 +488,7 @@ impl Config {
                 Some(v)
             }
             Err(e) => {
-                problems.extend(figment_problems(&self.figment, e));
+                problems.extend(figment_problems(&self.figment, e, Some(name)));
                 None
             }
         }

@@ -1,0 +1,227 @@
+//! The `citadel-itest` binary: `run`, `validate`, `list`.
+//!
+//! Exit codes: 0 every executed check passed; 1 a check failed or errored (or a report could
+//! not be written); 2 invalid config or usage; 130 interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use citadel_itest::config::{ConfigError, ReportFormat, redact_text};
+use citadel_itest::report::{ConsoleReporter, JsonReporter, JunitReporter};
+use citadel_itest::{Loaded, Reporter};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "citadel-itest", version, about = "Integration tests for the Citadel LLM platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the configured checks and write reports.
+    Run(RunArgs),
+    /// Load and validate configuration without connecting to anything.
+    Validate(ConfigArgs),
+    /// List the checks the configuration produces.
+    List(ListArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Config file (YAML); repeat to layer, later files win.
+    #[arg(long = "config", short = 'c', value_name = "FILE")]
+    configs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Only checks whose id matches this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    only: Vec<String>,
+    /// Leave out checks whose id matches this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    skip: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    list: ListArgs,
+    /// Directory for report files (default from config: target/itest-reports).
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+    /// Reports to write, comma separated: console,json,junit.
+    #[arg(long, value_delimiter = ',', value_name = "FORMATS")]
+    format: Vec<String>,
+    /// Checks running at once.
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+    /// Default time budget of a check, e.g. 5s.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Stop after the first failure or error.
+    #[arg(long)]
+    fail_fast: bool,
+}
+
+fn main() -> ExitCode {
+    // A `.env` in the working directory is read first, as the old framework did.
+    let _ = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CITADEL_ITEST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Validate(args) => validate(args),
+        Command::List(args) => list(args),
+        Command::Run(args) => run(args),
+    }
+}
+
+fn config_failed(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+fn load(args: &ConfigArgs, overrides: Vec<(String, serde_json::Value)>) -> Result<Loaded, ExitCode> {
+    citadel_itest::load(&args.configs, overrides).map_err(|e| config_failed(&e))
+}
+
+fn validate(args: ConfigArgs) -> ExitCode {
+    match load(&args, Vec::new()) {
+        Ok(loaded) => {
+            let checks: usize = loaded.testers.iter().map(|t| t.checks().len()).sum();
+            let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
+            println!(
+                "configuration valid: {} tester(s) [{}], {checks} check(s)",
+                names.len(),
+                names.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn list(args: ListArgs) -> ExitCode {
+    let loaded = match load(&args.config, Vec::new()) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let selected = citadel_itest::select(&loaded.testers, &args.only, &args.skip);
+    for (tester, check) in &selected {
+        let timeout = check
+            .timeout()
+            .map(|d| format!("  timeout {}", humantime_fmt(d)))
+            .unwrap_or_default();
+        println!("{:<48} {:<10} {}{timeout}", check.id(), tester, check.category());
+    }
+    eprintln!("{} check(s)", selected.len());
+    ExitCode::SUCCESS
+}
+
+fn humantime_fmt(d: std::time::Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64()).replace(".000s", "s")
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let mut overrides = Vec::new();
+    if let Some(dir) = &args.report_dir {
+        overrides.push(("run.report_dir".to_string(), serde_json::json!(dir)));
+    }
+    if !args.format.is_empty() {
+        overrides.push(("run.formats".to_string(), serde_json::json!(args.format)));
+    }
+    if let Some(n) = args.concurrency {
+        overrides.push(("run.concurrency".to_string(), serde_json::json!(n)));
+    }
+    if let Some(t) = &args.timeout {
+        overrides.push(("run.timeout".to_string(), serde_json::json!(t)));
+    }
+    if args.fail_fast {
+        overrides.push(("run.fail_fast".to_string(), serde_json::json!(true)));
+    }
+    let loaded = match load(&args.list.config, overrides) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let builder = match citadel_itest::plan(&loaded, &args.list.only, &args.list.skip) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let run = &loaded.config.run;
+    let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
+    let mut files = Vec::new();
+    for f in &run.formats {
+        match f {
+            ReportFormat::Console => reporters.push(Box::new(ConsoleReporter::stdout())),
+            ReportFormat::Json => {
+                let p = run.report_dir.join("report.json");
+                files.push(p.clone());
+                reporters.push(Box::new(JsonReporter::to_file(p)));
+            }
+            ReportFormat::Junit => {
+                let p = run.report_dir.join("junit.xml");
+                files.push(p.clone());
+                reporters.push(Box::new(JunitReporter::to_file(p)));
+            }
+            _ => {}
+        }
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cancel = CancellationToken::new();
+    let out = runtime.block_on(async {
+        let token = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: cancelling unfinished checks (Ctrl-C again to abort)");
+                token.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        builder.cancellation(cancel.clone()).build().run(reporters).await
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+
+    let mut code = out.summary.exit_code();
+    for e in &out.report_errors {
+        eprintln!("error: {}", redact_text(&citadel_itest::error_chain(e)));
+        if code == 0 {
+            code = 1;
+        }
+    }
+    for f in &files {
+        if f.exists() {
+            eprintln!("report written: {}", f.display());
+        }
+    }
+    ExitCode::from(code as u8)
+}

@@ -1,0 +1,252 @@
+//! The suite runner's contract: timeouts, concurrency, panics, cancellation, retries.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use citadel_itest_core::report::JsonReporter;
+use citadel_itest_core::{
+    Category, CheckExt, ErrorKind, Outcome, Reporter, RetryPolicy, Status, Suite, check_fn,
+    run_one,
+};
+use tokio_util::sync::CancellationToken;
+
+fn sleeper(id: &str, d: Duration) -> Arc<dyn citadel_itest_core::Check> {
+    check_fn(id.to_string(), Category::Operations, move |_| async move {
+        tokio::time::sleep(d).await;
+        Ok(Outcome::passed())
+    })
+    .boxed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_past_its_timeout_is_an_error_timeout_within_100ms() {
+    let check = check_fn("t.slow", Category::Operations, |_| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(Outcome::passed())
+    })
+    .with_timeout(Duration::from_millis(300));
+    let t = Instant::now();
+    let out = Suite::builder().check("t", check.boxed()).build().run(Vec::new()).await;
+    let elapsed = t.elapsed();
+    let r = &out.results[0];
+    assert!(
+        matches!(r.outcome, Outcome::Error { kind: ErrorKind::Timeout, .. }),
+        "{:?}",
+        r.outcome
+    );
+    assert!(elapsed < Duration::from_millis(400), "took {elapsed:?}");
+    assert!(r.outcome.message().unwrap().contains("300ms"));
+    assert_eq!(out.summary.exit_code(), 1);
+
+    // run_one applies the same rule.
+    let check = check_fn("t.slow", Category::Operations, |_| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(Outcome::passed())
+    })
+    .with_timeout(Duration::from_millis(200));
+    let t = Instant::now();
+    let r = run_one(&check).await;
+    assert!(matches!(r.outcome, Outcome::Error { kind: ErrorKind::Timeout, .. }));
+    assert!(t.elapsed() < Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_limit_is_never_exceeded() {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut b = Suite::builder().concurrency(4);
+    for i in 0..40 {
+        let (in_flight, peak) = (in_flight.clone(), peak.clone());
+        b = b.check(
+            "t",
+            check_fn(format!("t.c{i}"), Category::Load, move |_| {
+                let (in_flight, peak) = (in_flight.clone(), peak.clone());
+                async move {
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    Ok(Outcome::passed())
+                }
+            })
+            .boxed(),
+        );
+    }
+    let out = b.build().run(Vec::new()).await;
+    assert_eq!(out.summary.counts.passed, 40);
+    let peak = peak.load(Ordering::SeqCst);
+    assert_eq!(peak, 4, "peak concurrency {peak} (limit 4, and 40 checks must saturate it)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_check_is_an_error_and_the_others_still_run() {
+    let out = Suite::builder()
+        .check(
+            "t",
+            check_fn("t.boom", Category::Operations, |_| async {
+                if true {
+                    panic!("kaboom in check");
+                }
+                Ok(Outcome::passed())
+            })
+            .boxed(),
+        )
+        .check("t", sleeper("t.fine1", Duration::from_millis(5)))
+        .check("t", sleeper("t.fine2", Duration::from_millis(5)))
+        .build()
+        .run(Vec::new())
+        .await;
+    let boom = &out.results[0];
+    match &boom.outcome {
+        Outcome::Error { kind: ErrorKind::Panicked, message } => {
+            assert!(message.contains("kaboom in check"), "{message}")
+        }
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    assert!(out.results[1].outcome.is_passed());
+    assert!(out.results[2].outcome.is_passed());
+    assert_eq!(out.summary.counts.errors, 1);
+    assert_eq!(out.summary.counts.passed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_marks_unfinished_checks_and_the_report_is_still_written() {
+    let token = CancellationToken::new();
+    let cleaned = Arc::new(AtomicBool::new(false));
+    let cleaned2 = cleaned.clone();
+    let cleanup_check = check_fn("t.cleanup", Category::Operations, move |ctx| {
+        let cleaned = cleaned2.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(Outcome::passed()),
+                _ = ctx.cancel.cancelled() => {
+                    // Cleanup that takes a little while still runs inside the grace period.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    cleaned.store(true, Ordering::SeqCst);
+                    Err("cancelled during operations".into())
+                }
+            }
+        }
+    });
+    let mut b = Suite::builder()
+        .concurrency(2)
+        .cancel_grace(Duration::from_millis(300))
+        .cancellation(token.clone())
+        .check("t", sleeper("t.quick", Duration::from_millis(1)))
+        .check("t", cleanup_check.boxed());
+    for i in 0..5 {
+        b = b.check("t", sleeper(&format!("t.long{i}"), Duration::from_secs(30)));
+    }
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let reporters: Vec<Box<dyn Reporter>> = vec![Box::new(JsonReporter::to_memory(buf.clone()))];
+    tokio::spawn({
+        let token = token.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            token.cancel();
+        }
+    });
+    let t = Instant::now();
+    let out = b.build().run(reporters).await;
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(cleaned.load(Ordering::SeqCst), "the check's cleanup must run");
+    assert!(out.summary.interrupted);
+    assert_eq!(out.summary.exit_code(), 130);
+    assert!(out.results[0].outcome.is_passed());
+    for r in &out.results[1..] {
+        assert!(
+            matches!(r.outcome, Outcome::Error { kind: ErrorKind::Cancelled, .. }),
+            "{} {:?}",
+            r.id,
+            r.outcome
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&buf.lock().unwrap()).unwrap();
+    assert_eq!(report["interrupted"], true);
+    assert_eq!(report["results"].as_array().unwrap().len(), 7);
+    assert_eq!(report["summary"]["errors"], 6);
+    assert_eq!(report["results"][3]["error_kind"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_until_ready_stop_at_the_first_pass() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c2 = calls.clone();
+    let check = check_fn("t.ready", Category::Health, move |ctx| {
+        let calls = c2.clone();
+        async move {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            assert_eq!(n, ctx.attempt);
+            if n < 3 { Ok(Outcome::failed("not ready yet")) } else { Ok(Outcome::passed()) }
+        }
+    })
+    .retry_until_ready(RetryPolicy::new(10, Duration::from_millis(10)));
+    let r = run_one(&check).await;
+    r.assert_passed();
+    assert_eq!(r.attempts, 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // Out of retries: the last failure is the verdict.
+    let check = check_fn("t.never", Category::Health, |_| async { Ok(Outcome::failed("down")) })
+        .retry_until_ready(RetryPolicy::new(2, Duration::from_millis(5)));
+    let r = run_one(&check).await;
+    assert_eq!(r.outcome.status(), Status::Failed);
+    assert_eq!(r.attempts, 3);
+
+    // A retry that would cross the deadline is not started.
+    let check = check_fn("t.deadline", Category::Health, |_| async { Ok(Outcome::failed("down")) })
+        .retry_until_ready(RetryPolicy::new(50, Duration::from_millis(100)))
+        .with_timeout(Duration::from_millis(250));
+    let r = run_one(&check).await;
+    assert_eq!(r.outcome.status(), Status::Failed, "{:?}", r.outcome);
+    assert!(r.attempts >= 2 && r.attempts <= 3, "{}", r.attempts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fast_and_deadline_cancel_the_rest_with_a_reason() {
+    let out = Suite::builder()
+        .concurrency(1)
+        .cancel_grace(Duration::from_millis(100))
+        .fail_fast(true)
+        .check("t", check_fn("t.bad", Category::Health, |_| async { Ok(Outcome::failed("no")) }).boxed())
+        .check("t", sleeper("t.later", Duration::from_secs(10)))
+        .build()
+        .run(Vec::new())
+        .await;
+    assert_eq!(out.results[0].outcome.status(), Status::Failed);
+    assert!(matches!(out.results[1].outcome, Outcome::Error { kind: ErrorKind::Cancelled, .. }));
+    assert!(out.summary.cancel_reason.as_deref().unwrap().contains("fail-fast after t.bad"));
+    assert!(!out.summary.interrupted);
+
+    let t = Instant::now();
+    let out = Suite::builder()
+        .deadline(Some(Duration::from_millis(200)))
+        .cancel_grace(Duration::from_millis(100))
+        .check("t", sleeper("t.forever", Duration::from_secs(10)))
+        .build()
+        .run(Vec::new())
+        .await;
+    assert!(t.elapsed() < Duration::from_secs(1));
+    let msg = out.results[0].outcome.message().unwrap();
+    assert!(msg.contains("run deadline of 200ms reached"), "{msg}");
+    assert_eq!(out.summary.exit_code(), 1);
+}
+
+#[tokio::test]
+async fn a_harness_error_keeps_its_cause_chain() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("query prometheus at 127.0.0.1:9")]
+    struct Outer(#[source] std::io::Error);
+    let check = check_fn("t.err", Category::Operations, |_| async {
+        Err(Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"))
+            .into())
+    });
+    let r = run_one(&check).await;
+    match r.outcome {
+        Outcome::Error { kind: ErrorKind::Harness, message } => {
+            assert_eq!(message, "query prometheus at 127.0.0.1:9: connection refused")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The local stack on fixed loopback ports, under target/services/:
+#   PostgreSQL 55432 (scram password auth), Prometheus 59090, gateway (nginx) 58080.
+# Usage: scripts/services.sh up|down|status|env      (idempotent; `up` prints the env it exports)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ROOT="$PWD/target/services"
+PG_PORT=55432 PROM_PORT=59090 GW_PORT=58080
+PG_USER=citadel PG_DB=citadel
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
+
+wait_for() { # what, seconds, command...
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then echo "$what did not become ready within ${secs}s" >&2; return 1; fi
+    sleep 0.2
+  done
+}
+
+http_ok() { # url
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+  head -1 <&3 | grep -q ' 200 '
+  local rc=$?; exec 3<&- 3>&-; return $rc
+}
+
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+pg_up() {
+  local dir="$ROOT/postgres" data="$ROOT/postgres/data"
+  if pid_alive "$data/postmaster.pid"; then return 0; fi
+  mkdir -p "$dir"
+  if [ ! -f "$dir/password" ]; then
+    head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20 > "$dir/password"
+  fi
+  chmod 0755 "$ROOT" "$dir"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$dir"; fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    local pwfile="$dir/pwfile"
+    cp "$dir/password" "$pwfile"; [ "$(id -u)" -eq 0 ] && chown postgres "$pwfile"
+    as_pg "$(pg_bin initdb)" -D "$data" -U "$PG_USER" --auth=scram-sha-256 --pwfile="$pwfile" \
+      -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
+    rm -f "$pwfile"
+  fi
+  mkdir -p "$dir/sock"; [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir/sock"
+  as_pg "$(pg_bin pg_ctl)" -D "$data" -l "$dir/postgres.log" -w -t 30 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $dir/sock" start >/dev/null \
+    || { tail -20 "$dir/postgres.log" >&2; return 1; }
+  PGPASSWORD="$(cat "$dir/password")" psql -h 127.0.0.1 -p $PG_PORT -U "$PG_USER" -d postgres -tAq \
+    -c "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1 \
+    || PGPASSWORD="$(cat "$dir/password")" psql -h 127.0.0.1 -p $PG_PORT -U "$PG_USER" -d postgres -q \
+      -c "CREATE DATABASE $PG_DB" >/dev/null
+}
+
+prom_up() {
+  local dir="$ROOT/prometheus"
+  if pid_alive "$dir/pid"; then return 0; fi
+  mkdir -p "$dir/data"
+  cat > "$dir/prometheus.yml" <<YAML
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ['127.0.0.1:$PROM_PORT']
+YAML
+  nohup prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" --web.enable-lifecycle \
+    >"$dir/prometheus.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for "prometheus on 127.0.0.1:$PROM_PORT" 30 http_ok $PROM_PORT /-/ready \
+    || { tail -20 "$dir/prometheus.log" >&2; return 1; }
+}
+
+gw_up() {
+  local dir="$ROOT/gateway"
+  if pid_alive "$dir/nginx.pid"; then return 0; fi
+  mkdir -p "$dir/logs" "$dir/tmp"
+  local user_line=""; [ "$(id -u)" -eq 0 ] && user_line="user root;"
+  cat > "$dir/nginx.conf" <<CONF
+$user_line
+worker_processes 1;
+daemon on;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log $dir/logs/access.log;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  server {
+    listen 127.0.0.1:$GW_PORT;
+    location = /health { default_type application/json; return 200 '{"status":"ok"}'; }
+    location / { default_type application/json; return 503 '{"error":{"message":"no model backends are configured yet","type":"unavailable","code":"no_backends"}}'; }
+  }
+}
+CONF
+  local nginx_bin; nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+  "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
+    || { tail -20 "$dir/logs/error.log" >&2; return 1; }
+  wait_for "gateway on 127.0.0.1:$GW_PORT" 15 http_ok $GW_PORT /health
+}
+
+print_env() {
+  cat <<ENV
+export CITADEL_PG_HOST=127.0.0.1
+export CITADEL_PG_PORT=$PG_PORT
+export CITADEL_PG_USER=$PG_USER
+export CITADEL_PG_DATABASE=$PG_DB
+export CITADEL_PG_PASSWORD_FILE=$ROOT/postgres/password
+export CITADEL_PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
+export CITADEL_GATEWAY_URL=http://127.0.0.1:$GW_PORT
+ENV
+}
+
+stop_pidfile() { # pidfile: TERM, wait up to 10s, then KILL
+  pid_alive "$1" || return 0
+  local pid; pid=$(head -1 "$1")
+  kill "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then kill -9 "$pid" 2>/dev/null || true; break; fi
+    sleep 0.1
+  done
+  rm -f "$1"
+}
+
+down() {
+  local data="$ROOT/postgres/data"
+  if pid_alive "$data/postmaster.pid"; then as_pg "$(pg_bin pg_ctl)" -D "$data" -m fast -w stop >/dev/null || true; fi
+  stop_pidfile "$ROOT/prometheus/pid"
+  stop_pidfile "$ROOT/gateway/nginx.pid"
+}
+
+status() {
+  local rc=0
+  pid_alive "$ROOT/postgres/data/postmaster.pid" && echo "postgres   up   127.0.0.1:$PG_PORT" || { echo "postgres   down"; rc=1; }
+  pid_alive "$ROOT/prometheus/pid" && echo "prometheus up   127.0.0.1:$PROM_PORT" || { echo "prometheus down"; rc=1; }
+  pid_alive "$ROOT/gateway/nginx.pid" && echo "gateway    up   127.0.0.1:$GW_PORT" || { echo "gateway    down"; rc=1; }
+  return $rc
+}
+
+case "${1:-}" in
+  up)
+    ensure_packages
+    mkdir -p "$ROOT"
+    pg_up; prom_up; gw_up
+    status >&2
+    print_env ;;
+  down) down; status >&2 || true ;;
+  status) status ;;
+  env) print_env ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# THE test command: installs the Debian packages the tests need when missing (as root), then runs
+# every test of the workspace (cargo nextest, else cargo test) and the doctests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_packages
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-targets --no-fail-fast --profile ci
+else
+  echo "cargo-nextest not found; falling back to cargo test" >&2
+  cargo test --workspace --all-targets --no-fail-fast
+fi
+cargo test --workspace --doc
