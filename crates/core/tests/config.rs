@@ -189,3 +189,21 @@ fn secrets_resolve_from_env_and_file_and_never_print() {
         Ok(())
     });
 }
+
+#[test]
+fn env_references_in_files_expand_with_defaults_escapes_and_comments() {
+    use citadel_itest_core::config::expand_env;
+    Jail::expect_with(|jail| {
+        jail.set_env("CITADEL_TEST_HOST", "127.0.0.1");
+        let text = "url: http://${CITADEL_TEST_HOST}:${CITADEL_TEST_PORT:-8080}/ # ${NOT_EXPANDED}\nraw: '$${KEPT}'\n";
+        assert_eq!(
+            expand_env(text).unwrap(),
+            "url: http://127.0.0.1:8080/ # ${NOT_EXPANDED}\nraw: '${KEPT}'\n"
+        );
+        assert_eq!(
+            expand_env("a: 1\nb: ${CITADEL_TEST_MISSING}\n").unwrap_err(),
+            vec![(2, "CITADEL_TEST_MISSING".to_string())]
+        );
+        Ok(())
+    });
+}

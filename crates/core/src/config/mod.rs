@@ -330,7 +330,9 @@ impl figment::Provider for ExpandedYaml {
 pub fn expand_env(text: &str) -> Result<String, Vec<(usize, String)>> {
     let mut out = String::with_capacity(text.len());
     let mut missing = Vec::new();
-    for (lineno, line) in text.split_inclusive('\n').enumerate() {
+    for (lineno, full_line) in text.split_inclusive('\n').enumerate() {
+        // YAML comments are copied verbatim: `${NAME}` in a comment is documentation.
+        let (line, comment) = full_line.split_at(comment_start(full_line));
         let mut rest = line;
         while let Some(pos) = rest.find("${") {
             if pos > 0 && rest.as_bytes()[pos - 1] == b'$' {
@@ -360,8 +362,25 @@ pub fn expand_env(text: &str) -> Result<String, Vec<(usize, String)>> {
             rest = &after[end + 1..];
         }
         out.push_str(rest);
+        out.push_str(comment);
     }
     if missing.is_empty() { Ok(out) } else { Err(missing) }
+}
+
+/// Byte offset where a YAML comment starts on this line (line length when there is none): a
+/// `#` at the start or after whitespace, outside quotes.
+fn comment_start(line: &str) -> usize {
+    let (mut single, mut double, mut prev_ws) = (false, false, true);
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev_ws => return i,
+            _ => {}
+        }
+        prev_ws = c.is_whitespace();
+    }
+    line.len()
 }
 
 fn extract_or_default<T: DeserializeOwned + Default>(
