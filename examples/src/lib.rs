@@ -1,0 +1,1 @@
+//! Example binaries and benchmarks for citadel-itest; see the `examples` directory.
