@@ -16,8 +16,10 @@ fn suite(checks: usize, concurrency: usize) -> Suite {
     for i in 0..checks {
         b = b.check(
             "bench",
-            check_fn(format!("bench.noop{i}"), Category::Operations, |_| async { Ok(Outcome::passed()) })
-                .boxed(),
+            check_fn(format!("bench.noop{i}"), Category::Operations, |_| async {
+                Ok(Outcome::passed())
+            })
+            .boxed(),
         );
     }
     b.build()
@@ -30,7 +32,10 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
     let checks = args.first().copied().unwrap_or(10_000);
     let concurrency = args.get(1).copied().unwrap_or(64);
     let rounds = args.get(2).copied().unwrap_or(15);
@@ -51,13 +56,23 @@ async fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             let out = s.run(reporters).await;
             times.push(t.elapsed());
-            anyhow::ensure!(out.summary.counts.passed == checks, "not every check passed");
-            anyhow::ensure!(!with_reporter || !buf.lock().unwrap().is_empty(), "no report written");
+            anyhow::ensure!(
+                out.summary.counts.passed == checks,
+                "not every check passed"
+            );
+            anyhow::ensure!(
+                !with_reporter || !buf.lock().unwrap().is_empty(),
+                "no report written"
+            );
         }
         let (min, med, max) = stats(times);
         println!(
             "runner_overhead checks={checks} concurrency={concurrency} reporter={} rounds={rounds}: min {:.1} ms, median {:.1} ms, max {:.1} ms, {:.2} us/check (median)",
-            if with_reporter { "json(memory)" } else { "none" },
+            if with_reporter {
+                "json(memory)"
+            } else {
+                "none"
+            },
             min.as_secs_f64() * 1e3,
             med.as_secs_f64() * 1e3,
             max.as_secs_f64() * 1e3,

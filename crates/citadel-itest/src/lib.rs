@@ -14,7 +14,7 @@
 //! // A loopback port nothing listens on: the check must fail, and say why.
 //! let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
 //! let target = TargetConfig::new("nobody", format!("tcp://127.0.0.1:{port}"));
-//! let check = ConnectivityCheck::new(target, std::time::Duration::from_millis(200));
+//! let check = ConnectivityCheck::new(&target, std::time::Duration::from_millis(200));
 //! let result = run_one(&check).await;
 //! assert_eq!(result.outcome.status(), Status::Failed);
 //! assert!(result.outcome.message().unwrap().contains("connection refused"));
@@ -46,6 +46,11 @@ use citadel_itest_core::config::{Config, ConfigError, ConfigLoader, ConfigProble
 #[cfg(feature = "basic")]
 pub use citadel_itest_basic as basic;
 
+/// The README's code blocks, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// The reference configuration: every key, commented (`config/reference.yaml`).
 pub const REFERENCE_YAML: &str = include_str!("../../../config/reference.yaml");
 
@@ -66,7 +71,8 @@ pub fn registry() -> Vec<TesterEntry> {
     entries.push(TesterEntry {
         section: "basic",
         build: |c, p| {
-            citadel_itest_basic::from_config(c, p).map(|t| Box::new(t) as Box<dyn IntegrationTester>)
+            citadel_itest_basic::from_config(c, p)
+                .map(|t| Box::new(t) as Box<dyn IntegrationTester>)
         },
     });
     entries
@@ -100,9 +106,15 @@ pub fn load(
     }
     let config = loader.load()?;
     let mut problems = Vec::new();
-    let testers: Vec<Box<dyn IntegrationTester>> =
-        entries.iter().filter_map(|e| (e.build)(&config, &mut problems)).collect();
-    if problems.is_empty() { Ok(Loaded { config, testers }) } else { Err(ConfigError { problems }) }
+    let testers: Vec<Box<dyn IntegrationTester>> = entries
+        .iter()
+        .filter_map(|e| (e.build)(&config, &mut problems))
+        .collect();
+    if problems.is_empty() {
+        Ok(Loaded { config, testers })
+    } else {
+        Err(ConfigError { problems })
+    }
 }
 
 /// `*` matches any run of characters, `?` one character; everything else literally.
@@ -155,7 +167,11 @@ pub fn select(
 pub struct NothingToRun(pub String);
 
 /// A suite builder with the configured run settings and the selected checks.
-pub fn plan(loaded: &Loaded, only: &[String], skip: &[String]) -> Result<SuiteBuilder, NothingToRun> {
+pub fn plan(
+    loaded: &Loaded,
+    only: &[String],
+    skip: &[String],
+) -> Result<SuiteBuilder, NothingToRun> {
     let checks = select(&loaded.testers, only, skip);
     if checks.is_empty() {
         let why = if loaded.testers.is_empty() {

@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "citadel-itest", version, about = "Integration tests for the Citadel LLM platform")]
+#[command(
+    name = "citadel-itest",
+    version,
+    about = "Integration tests for the Citadel LLM platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -98,7 +102,10 @@ fn config_failed(e: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn load(args: &ConfigArgs, overrides: Vec<(String, serde_json::Value)>) -> Result<Loaded, ExitCode> {
+fn load(
+    args: &ConfigArgs,
+    overrides: Vec<(String, serde_json::Value)>,
+) -> Result<Loaded, ExitCode> {
     citadel_itest::load(&args.configs, overrides).map_err(|e| config_failed(&e))
 }
 
@@ -129,7 +136,12 @@ fn list(args: ListArgs) -> ExitCode {
             .timeout()
             .map(|d| format!("  timeout {}", humantime_fmt(d)))
             .unwrap_or_default();
-        println!("{:<48} {:<10} {}{timeout}", check.id(), tester, check.category());
+        println!(
+            "{:<48} {:<10} {}{timeout}",
+            check.id(),
+            tester,
+            check.category()
+        );
     }
     eprintln!("{} check(s)", selected.len());
     ExitCode::SUCCESS
@@ -188,7 +200,10 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: start the async runtime: {e}");
@@ -207,7 +222,11 @@ fn run(args: RunArgs) -> ExitCode {
                 }
             }
         });
-        builder.cancellation(cancel.clone()).build().run(reporters).await
+        builder
+            .cancellation(cancel.clone())
+            .build()
+            .run(reporters)
+            .await
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 

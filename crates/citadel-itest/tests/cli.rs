@@ -19,7 +19,9 @@ struct Run {
 fn citadel(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Run {
     let start = Instant::now();
     let mut cmd = Command::new(cargo_bin("citadel-itest"));
-    cmd.args(args).current_dir(dir).env_remove("CITADEL_ITEST_LOG");
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("CITADEL_ITEST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -39,7 +41,8 @@ fn write_config(dir: &Path, name: &str, yaml: &str) -> PathBuf {
 }
 
 fn report(dir: &Path) -> Value {
-    let text = std::fs::read_to_string(dir.join("reports/report.json")).expect("report.json written");
+    let text =
+        std::fs::read_to_string(dir.join("reports/report.json")).expect("report.json written");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -52,7 +55,8 @@ fn result<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no result {id} in {report:#}"))
 }
 
-const RUN_FAST: &str = "run:\n  timeout: 5s\n  retries: 1\n  retry_backoff: 50ms\n  report_dir: reports\n";
+const RUN_FAST: &str =
+    "run:\n  timeout: 5s\n  retries: 1\n  retry_backoff: 50ms\n  report_dir: reports\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_against_a_real_nginx_gateway_passes() {
@@ -68,12 +72,22 @@ async fn run_against_a_real_nginx_gateway_passes() {
     );
     let run = citadel(&["run", "--config", "itest.yaml"], dir.path(), &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("PASS  basic.gateway.health"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("PASS  basic.gateway.health"),
+        "{}",
+        run.stdout
+    );
     let r = report(dir.path());
     assert_eq!(r["summary"]["passed"], 2);
     assert_eq!(r["summary"]["total"], 2);
     let health = result(&r, "basic.gateway.health");
-    assert!(health["measurements"].as_array().unwrap().iter().any(|m| m["name"] == "latency_p95"));
+    assert!(
+        health["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "latency_p95")
+    );
     assert!(dir.path().join("reports/junit.xml").exists());
 }
 
@@ -96,7 +110,11 @@ async fn a_listener_that_never_answers_times_out_within_the_bound() {
     .await
     .unwrap();
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.elapsed < Duration::from_secs(3), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(3),
+        "took {:?}",
+        run.elapsed
+    );
     let r = report(dir.path());
     let health = result(&r, "basic.silent.health");
     assert_eq!(health["status"], "error", "{health:#}");
@@ -111,7 +129,9 @@ fn a_closed_port_says_connection_refused() {
     write_config(
         dir.path(),
         "itest.yaml",
-        &format!("{RUN_FAST}basic:\n  targets:\n    - name: nobody\n      url: http://127.0.0.1:{port}\n"),
+        &format!(
+            "{RUN_FAST}basic:\n  targets:\n    - name: nobody\n      url: http://127.0.0.1:{port}\n"
+        ),
     );
     let run = citadel(&["run", "--config", "itest.yaml"], dir.path(), &[]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
@@ -119,7 +139,13 @@ fn a_closed_port_says_connection_refused() {
     let r = report(dir.path());
     let c = result(&r, "basic.nobody.connectivity");
     assert_eq!(c["status"], "failed");
-    assert!(c["message"].as_str().unwrap().contains(&format!("127.0.0.1:{port}: connection refused")), "{c:#}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port}: connection refused")),
+        "{c:#}"
+    );
     assert_eq!(c["attempts"], 2, "one retry configured");
 }
 
@@ -129,17 +155,39 @@ async fn invalid_config_exits_2_naming_key_and_file_and_connects_nowhere() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let target = format!("basic:\n  targets:\n    - name: watched\n      url: http://127.0.0.1:{port}\n      health_path: /\n");
+    let target = format!(
+        "basic:\n  targets:\n    - name: watched\n      url: http://127.0.0.1:{port}\n      health_path: /\n"
+    );
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
-        ("unknown.yaml", format!("run:\n  concurency: 3\n{target}"), vec!["run.concurency", "unknown field", "unknown.yaml"]),
-        ("type.yaml", format!("run:\n  concurrency: many\n{target}"), vec!["run.concurrency", "invalid type", "type.yaml"]),
-        ("duration.yaml", format!("run:\n  timeout: 3 fortnights\n{target}"), vec!["run.timeout", "3 fortnights", "duration.yaml"]),
+        (
+            "unknown.yaml",
+            format!("run:\n  concurency: 3\n{target}"),
+            vec!["run.concurency", "unknown field", "unknown.yaml"],
+        ),
+        (
+            "type.yaml",
+            format!("run:\n  concurrency: many\n{target}"),
+            vec!["run.concurrency", "invalid type", "type.yaml"],
+        ),
+        (
+            "duration.yaml",
+            format!("run:\n  timeout: 3 fortnights\n{target}"),
+            vec!["run.timeout", "3 fortnights", "duration.yaml"],
+        ),
         (
             "secret.yaml",
             format!("{target}      auth:\n        bearer: {{ env: CITADEL_TEST_NO_SUCH_TOKEN }}\n"),
-            vec!["basic.targets[0].auth", "CITADEL_TEST_NO_SUCH_TOKEN is not set", "secret.yaml"],
+            vec![
+                "basic.targets[0].auth",
+                "CITADEL_TEST_NO_SUCH_TOKEN is not set",
+                "secret.yaml",
+            ],
         ),
-        ("section.yaml", format!("{target}databse:\n  url: x\n"), vec!["unknown section `databse`", "section.yaml"]),
+        (
+            "section.yaml",
+            format!("{target}databse:\n  url: x\n"),
+            vec!["unknown section `databse`", "section.yaml"],
+        ),
     ];
     for (file, yaml, needles) in cases {
         write_config(dir.path(), file, &yaml);
@@ -147,20 +195,34 @@ async fn invalid_config_exits_2_naming_key_and_file_and_connects_nowhere() {
             let run = citadel(&[cmd, "--config", file], dir.path(), &[]);
             assert_eq!(run.code, 2, "{cmd} {file}: {}\n{}", run.stdout, run.stderr);
             for n in &needles {
-                assert!(run.stderr.contains(n), "{cmd} {file}: missing `{n}` in:\n{}", run.stderr);
+                assert!(
+                    run.stderr.contains(n),
+                    "{cmd} {file}: missing `{n}` in:\n{}",
+                    run.stderr
+                );
             }
         }
     }
     let run = citadel(&["run", "--config", "missing.yaml"], dir.path(), &[]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("cannot read config file missing.yaml"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot read config file missing.yaml"),
+        "{}",
+        run.stderr
+    );
     // Usage errors are exit 2 as well.
-    assert_eq!(citadel(&["run", "--concurrency", "x"], dir.path(), &[]).code, 2);
+    assert_eq!(
+        citadel(&["run", "--concurrency", "x"], dir.path(), &[]).code,
+        2
+    );
     assert_eq!(citadel(&["frobnicate"], dir.path(), &[]).code, 2);
 
     // Nothing connected to the target of any invalid config.
     let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
-    assert!(accepted.is_err(), "an invalid config must not connect anywhere");
+    assert!(
+        accepted.is_err(),
+        "an invalid config must not connect anywhere"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,10 +237,17 @@ async fn secrets_appear_in_no_output_at_all() {
         nginx.url()
     );
     write_config(dir.path(), "itest.yaml", &yaml);
-    let env = [("CITADEL_TEST_TOKEN", token), ("CITADEL_ITEST_LOG", "trace")];
+    let env = [
+        ("CITADEL_TEST_TOKEN", token),
+        ("CITADEL_ITEST_LOG", "trace"),
+    ];
     let mut outputs = Vec::new();
     let run = citadel(&["run", "--config", "itest.yaml"], dir.path(), &env);
-    assert_eq!(run.code, 1, "the db and api targets are refused: {}", run.stdout);
+    assert_eq!(
+        run.code, 1,
+        "the db and api targets are refused: {}",
+        run.stdout
+    );
     assert!(run.stdout.contains("connection refused"));
     outputs.push(("run stdout", run.stdout));
     outputs.push(("run stderr", run.stderr));
@@ -190,7 +259,13 @@ async fn secrets_appear_in_no_output_at_all() {
     let run = citadel(&["validate", "--config", "itest.yaml"], dir.path(), &env);
     outputs.push(("validate", run.stdout + &run.stderr));
     // An invalid config that contains the secrets: the error message must not echo them.
-    write_config(dir.path(), "bad.yaml", &format!("{yaml}      timeout: 0s\n    - name: bad\n      url: 'postgres://app:{pw}@ bad'\n"));
+    write_config(
+        dir.path(),
+        "bad.yaml",
+        &format!(
+            "{yaml}      timeout: 0s\n    - name: bad\n      url: 'postgres://app:{pw}@ bad'\n"
+        ),
+    );
     let run = citadel(&["validate", "--config", "bad.yaml"], dir.path(), &env);
     assert_eq!(run.code, 2, "{}", run.stderr);
     outputs.push(("invalid config", run.stdout + &run.stderr));
@@ -198,7 +273,10 @@ async fn secrets_appear_in_no_output_at_all() {
         assert!(!text.contains(pw), "{what} leaks the password:\n{text}");
         assert!(!text.contains(token), "{what} leaks the token:\n{text}");
     }
-    assert!(outputs[2].1.contains("<redacted>"), "the report shows that something was redacted");
+    assert!(
+        outputs[2].1.contains("<redacted>"),
+        "the report shows that something was redacted"
+    );
 }
 
 #[test]
@@ -211,17 +289,42 @@ fn list_validate_and_filters() {
     );
     let run = citadel(&["validate", "--config", "itest.yaml"], dir.path(), &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("1 tester(s) [basic], 3 check(s)"), "{}", run.stdout);
-    let run = citadel(&["list", "--config", "itest.yaml", "--only", "*.connectivity"], dir.path(), &[]);
+    assert!(
+        run.stdout.contains("1 tester(s) [basic], 3 check(s)"),
+        "{}",
+        run.stdout
+    );
+    let run = citadel(
+        &["list", "--config", "itest.yaml", "--only", "*.connectivity"],
+        dir.path(),
+        &[],
+    );
     assert_eq!(run.code, 0);
-    let ids: Vec<&str> = run.stdout.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
+    let ids: Vec<&str> = run
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
     assert_eq!(ids, ["basic.a.connectivity", "basic.b.connectivity"]);
-    let run = citadel(&["run", "--config", "itest.yaml", "--only", "nothing.*"], dir.path(), &[]);
+    let run = citadel(
+        &["run", "--config", "itest.yaml", "--only", "nothing.*"],
+        dir.path(),
+        &[],
+    );
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("no checks to run (--only/--skip matched nothing)"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no checks to run (--only/--skip matched nothing)"),
+        "{}",
+        run.stderr
+    );
     let run = citadel(&["run"], dir.path(), &[]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("no tester section is configured"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no tester section is configured"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,17 +348,28 @@ async fn ctrl_c_cancels_and_still_writes_the_report() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let start = Instant::now();
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s.code();
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "did not stop after SIGINT");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "did not stop after SIGINT"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert_eq!(code, Some(130), "{stderr}");
     let r = report(dir.path());
     assert_eq!(r["interrupted"], true);

@@ -7,7 +7,9 @@ use std::time::Duration;
 use figment::Jail;
 
 fn repo_file(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
 }
 
 #[test]
@@ -21,7 +23,10 @@ fn reference_yaml_parses_and_sets_every_core_key() {
         assert_eq!(run.concurrency, 10);
         assert_eq!(run.timeout, Duration::from_secs(30));
         assert_eq!(run.retries, 3);
-        assert_eq!(loaded.config.performance_targets.latency_p95, Duration::from_millis(200));
+        assert_eq!(
+            loaded.config.performance_targets.latency_p95,
+            Duration::from_millis(200)
+        );
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
         assert_eq!(names, ["basic"]);
         // Every section this build knows is documented in the reference.
@@ -56,11 +61,24 @@ fn the_deployment_template_takes_hosts_from_env() {
             Ok(_) => panic!("must fail without its environment"),
             Err(e) => e.to_string(),
         };
-        for var in ["CITADEL_GATEWAY_URL", "CITADEL_PROMETHEUS_URL", "CITADEL_POSTGRES_HOST"] {
-            assert!(err.contains(&format!("environment variable {var} is not set")), "{err}");
+        for var in [
+            "CITADEL_GATEWAY_URL",
+            "CITADEL_PROMETHEUS_URL",
+            "CITADEL_POSTGRES_HOST",
+        ] {
+            assert!(
+                err.contains(&format!("environment variable {var} is not set")),
+                "{err}"
+            );
         }
-        assert!(err.contains("integration_tests.yaml:"), "names file and line: {err}");
-        assert!(!err.contains("CITADEL_POSTGRES_PORT is not set"), "has a default: {err}");
+        assert!(
+            err.contains("integration_tests.yaml:"),
+            "names file and line: {err}"
+        );
+        assert!(
+            !err.contains("CITADEL_POSTGRES_PORT is not set"),
+            "has a default: {err}"
+        );
 
         jail.set_env("CITADEL_GATEWAY_URL", "https://gateway.example.invalid");
         jail.set_env("CITADEL_PROMETHEUS_URL", "http://127.0.0.1:9090");

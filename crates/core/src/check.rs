@@ -191,13 +191,19 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// `retries` retries starting at `initial_backoff`, capped at 5 s per wait.
     pub fn new(retries: u32, initial_backoff: Duration) -> Self {
-        RetryPolicy { retries, initial_backoff, max_backoff: Duration::from_secs(5) }
+        RetryPolicy {
+            retries,
+            initial_backoff,
+            max_backoff: Duration::from_secs(5),
+        }
     }
 
     /// The wait before retry number `retry` (1-based).
     pub fn backoff(&self, retry: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
     }
 }
 
@@ -264,7 +270,11 @@ where
     F: Fn(CheckContext) -> Fut + Send + Sync,
     Fut: Future<Output = Result<Outcome, BoxError>> + Send,
 {
-    FnCheck { id: id.into(), category, f }
+    FnCheck {
+        id: id.into(),
+        category,
+        f,
+    }
 }
 
 #[async_trait]
@@ -338,12 +348,18 @@ delegate_check!(
 pub trait CheckExt: Check + Sized + 'static {
     /// Give the check its own time budget (all attempts included).
     fn with_timeout(self, timeout: Duration) -> WithTimeout<Self> {
-        WithTimeout { inner: self, timeout }
+        WithTimeout {
+            inner: self,
+            timeout,
+        }
     }
 
     /// Retry the check on failure or error until it passes or the policy is spent.
     fn retry_until_ready(self, policy: RetryPolicy) -> RetryUntilReady<Self> {
-        RetryUntilReady { inner: self, policy }
+        RetryUntilReady {
+            inner: self,
+            policy,
+        }
     }
 
     /// Type-erase into a shareable trait object.

@@ -44,34 +44,49 @@ pub enum Outcome {
 impl Outcome {
     /// A pass with no measurements.
     pub fn passed() -> Self {
-        Outcome::Passed { measurements: Vec::new() }
+        Outcome::Passed {
+            measurements: Vec::new(),
+        }
     }
 
     /// A failure with a message.
     pub fn failed(message: impl Into<String>) -> Self {
-        Outcome::Failed { message: message.into(), measurements: Vec::new() }
+        Outcome::Failed {
+            message: message.into(),
+            measurements: Vec::new(),
+        }
     }
 
     /// A skip with a reason.
     pub fn skipped(reason: impl Into<String>) -> Self {
-        Outcome::Skipped { reason: reason.into() }
+        Outcome::Skipped {
+            reason: reason.into(),
+        }
     }
 
     /// A harness error of the given kind.
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Outcome::Error { kind, message: message.into() }
+        Outcome::Error {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// Verdict from measurements: `Passed` when every threshold holds, otherwise `Failed`
     /// listing each violated threshold. A thresholded measurement without a value (no samples)
     /// is a violation: thresholds never pass silently.
     pub fn from_measurements(measurements: Vec<Measurement>) -> Self {
-        let violations: Vec<String> =
-            measurements.iter().filter_map(Measurement::violation).collect();
+        let violations: Vec<String> = measurements
+            .iter()
+            .filter_map(Measurement::violation)
+            .collect();
         if violations.is_empty() {
             Outcome::Passed { measurements }
         } else {
-            Outcome::Failed { message: violations.join("; "), measurements }
+            Outcome::Failed {
+                message: violations.join("; "),
+                measurements,
+            }
         }
     }
 
@@ -248,19 +263,31 @@ pub struct Threshold {
 impl Threshold {
     /// `value < limit`.
     pub fn lt(limit: f64) -> Self {
-        Threshold { op: Comparison::Lt, limit }
+        Threshold {
+            op: Comparison::Lt,
+            limit,
+        }
     }
     /// `value <= limit`.
     pub fn le(limit: f64) -> Self {
-        Threshold { op: Comparison::Le, limit }
+        Threshold {
+            op: Comparison::Le,
+            limit,
+        }
     }
     /// `value > limit`.
     pub fn gt(limit: f64) -> Self {
-        Threshold { op: Comparison::Gt, limit }
+        Threshold {
+            op: Comparison::Gt,
+            limit,
+        }
     }
     /// `value >= limit`.
     pub fn ge(limit: f64) -> Self {
-        Threshold { op: Comparison::Ge, limit }
+        Threshold {
+            op: Comparison::Ge,
+            limit,
+        }
     }
 
     /// Whether `value` satisfies the threshold. NaN (no samples) never does.
@@ -301,7 +328,12 @@ impl Measurement {
     /// A measurement without a threshold.
     pub fn new(name: impl Into<String>, value: f64, unit: Unit) -> Self {
         let value = if value.is_finite() { Some(value) } else { None };
-        Measurement { name: name.into(), value, unit, threshold: None }
+        Measurement {
+            name: name.into(),
+            value,
+            unit,
+            threshold: None,
+        }
     }
 
     /// A duration in milliseconds.
@@ -311,7 +343,12 @@ impl Measurement {
 
     /// A measurement that could not be computed (no samples); with a threshold it fails.
     pub fn missing(name: impl Into<String>, unit: Unit) -> Self {
-        Measurement { name: name.into(), value: None, unit, threshold: None }
+        Measurement {
+            name: name.into(),
+            value: None,
+            unit,
+            threshold: None,
+        }
     }
 
     /// The `q`-quantile (0..=1, nearest rank) of `samples` in milliseconds; missing when empty.
@@ -332,7 +369,11 @@ impl Measurement {
     pub fn violation(&self) -> Option<String> {
         let threshold = self.threshold?;
         match self.value {
-            None => Some(format!("{}: no samples (threshold {threshold}{})", self.name, self.unit.suffix())),
+            None => Some(format!(
+                "{}: no samples (threshold {threshold}{})",
+                self.name,
+                self.unit.suffix()
+            )),
             Some(v) if !threshold.holds(v) => Some(format!(
                 "{} = {}{} violates threshold {threshold}{}",
                 self.name,
@@ -479,7 +520,10 @@ mod tests {
         let m = Measurement::new("latency_p95", 250.0, Unit::Milliseconds)
             .with_threshold(Threshold::lt(200.0));
         let outcome = Outcome::from_measurements(vec![m]);
-        assert_eq!(outcome.message().unwrap(), "latency_p95 = 250ms violates threshold < 200ms");
+        assert_eq!(
+            outcome.message().unwrap(),
+            "latency_p95 = 250ms violates threshold < 200ms"
+        );
         let ok = Measurement::new("latency_p95", 150.0, Unit::Milliseconds)
             .with_threshold(Threshold::lt(200.0));
         assert!(Outcome::from_measurements(vec![ok]).is_passed());
@@ -491,7 +535,10 @@ mod tests {
         assert_eq!(percentile(&samples, 0.95), Some(Duration::from_millis(95)));
         assert_eq!(percentile(&samples, 0.5), Some(Duration::from_millis(50)));
         assert_eq!(percentile(&samples, 1.0), Some(Duration::from_millis(100)));
-        assert_eq!(percentile(&samples[..1], 0.95), Some(Duration::from_millis(1)));
+        assert_eq!(
+            percentile(&samples[..1], 0.95),
+            Some(Duration::from_millis(1))
+        );
         assert_eq!(percentile(&[], 0.5), None);
     }
 

@@ -186,7 +186,8 @@ impl SuiteBuilder {
     /// Add every check of a tester.
     pub fn tester(mut self, tester: &dyn IntegrationTester) -> Self {
         let name = tester.name().to_string();
-        self.checks.extend(tester.checks().into_iter().map(|c| (name.clone(), c)));
+        self.checks
+            .extend(tester.checks().into_iter().map(|c| (name.clone(), c)));
         self
     }
 
@@ -260,7 +261,9 @@ pub struct Suite {
 pub fn new_run_id() -> String {
     use std::sync::atomic::AtomicU64;
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let mixed = (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) ^ seq;
     format!("r{}", to_base36(mixed % 36u64.pow(8)))
@@ -325,7 +328,12 @@ impl Suite {
                 category: c.category(),
             })
             .collect();
-        let plan = RunPlan { run_id: run_id.clone(), started_at, checks: planned.clone(), config: b.config };
+        let plan = RunPlan {
+            run_id: run_id.clone(),
+            started_at,
+            checks: planned.clone(),
+            config: b.config,
+        };
 
         let mut report_errors = Vec::new();
         if let Err(e) = reporters.run_started(&plan) {
@@ -375,23 +383,31 @@ impl Suite {
                 Err(e) => {
                     let i = index_of[&e.id()];
                     let p = &planned[i];
-                    let outcome = Outcome::error(ErrorKind::Panicked, format!("runner task failed: {e}"));
-                    (i, TestResult {
-                        id: p.id.clone(),
-                        tester: p.tester.clone(),
-                        category: p.category,
-                        outcome,
-                        duration: Duration::ZERO,
-                        attempts: 0,
-                        details: BTreeMap::new(),
-                    })
+                    let outcome =
+                        Outcome::error(ErrorKind::Panicked, format!("runner task failed: {e}"));
+                    (
+                        i,
+                        TestResult {
+                            id: p.id.clone(),
+                            tester: p.tester.clone(),
+                            category: p.category,
+                            outcome,
+                            duration: Duration::ZERO,
+                            attempts: 0,
+                            details: BTreeMap::new(),
+                        },
+                    )
                 }
             };
             if b.fail_fast
                 && matches!(result.outcome.status(), Status::Failed | Status::Error)
                 && !internal.is_cancelled()
             {
-                let _ = shared.reason.set(format!("fail-fast after {} {}", result.id, result.outcome.status()));
+                let _ = shared.reason.set(format!(
+                    "fail-fast after {} {}",
+                    result.id,
+                    result.outcome.status()
+                ));
                 internal.cancel();
             }
             if let Err(e) = reporters.check_finished(&result) {
@@ -411,18 +427,30 @@ impl Suite {
         if let Err(e) = reporters.run_finished(&summary) {
             report_errors.push(e);
         }
-        RunOutput { summary, results, report_errors }
+        RunOutput {
+            summary,
+            results,
+            report_errors,
+        }
     }
 }
 
 fn cancelled_message(shared: &Shared) -> String {
-    let reason = shared.reason.get().map(String::as_str).unwrap_or("run interrupted");
+    let reason = shared
+        .reason
+        .get()
+        .map(String::as_str)
+        .unwrap_or("run interrupted");
     format!("cancelled before finishing: {reason}")
 }
 
 async fn execute(check: Arc<dyn Check>, tester: String, shared: Arc<Shared>) -> TestResult {
     let (outcome, duration, attempts) = match acquire(&shared).await {
-        None => (Outcome::error(ErrorKind::Cancelled, cancelled_message(&shared)), Duration::ZERO, 0),
+        None => (
+            Outcome::error(ErrorKind::Cancelled, cancelled_message(&shared)),
+            Duration::ZERO,
+            0,
+        ),
         Some(_permit) => run_guarded(&*check, &shared).await,
     };
     TestResult {
@@ -481,7 +509,11 @@ async fn run_attempts(
     let mut attempt = 1u32;
     loop {
         attempts.store(attempt, Ordering::Relaxed);
-        let ctx = CheckContext { cancel: cancel.clone(), deadline, attempt };
+        let ctx = CheckContext {
+            cancel: cancel.clone(),
+            deadline,
+            attempt,
+        };
         let outcome = match AssertUnwindSafe(check.run(&ctx)).catch_unwind().await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => Outcome::error(ErrorKind::Harness, crate::error_chain(&*e)),
@@ -489,7 +521,11 @@ async fn run_attempts(
         };
         let retryable = matches!(
             outcome,
-            Outcome::Failed { .. } | Outcome::Error { kind: ErrorKind::Harness, .. }
+            Outcome::Failed { .. }
+                | Outcome::Error {
+                    kind: ErrorKind::Harness,
+                    ..
+                }
         );
         let Some(policy) = policy else { return outcome };
         if !retryable || attempt > policy.retries || cancel.is_cancelled() {

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use citadel_itest_core::config::Secret;
-use citadel_itest_core::report::{ConsoleReporter, JsonReport, JsonReporter, JunitReporter, REPORT_SCHEMA};
+use citadel_itest_core::report::{
+    ConsoleReporter, JsonReport, JsonReporter, JunitReporter, REPORT_SCHEMA,
+};
 use citadel_itest_core::{
     Category, CheckId, ErrorKind, Measurement, Outcome, PlannedCheck, Reporter, RunPlan,
     RunSummary, TestResult, Threshold, Unit,
@@ -33,8 +35,12 @@ fn fixture() -> (RunPlan, Vec<TestResult>, RunSummary) {
             "basic.gateway.connectivity",
             "basic",
             Category::Connectivity,
-            Outcome::passed().with_measurements([Measurement::new("connect_time", 0.42, Unit::Milliseconds)
-                .with_threshold(Threshold::lt(200.0))]),
+            Outcome::passed().with_measurements([Measurement::new(
+                "connect_time",
+                0.42,
+                Unit::Milliseconds,
+            )
+            .with_threshold(Threshold::lt(200.0))]),
             1,
         ),
         result(
@@ -42,7 +48,8 @@ fn fixture() -> (RunPlan, Vec<TestResult>, RunSummary) {
             "basic",
             Category::Health,
             Outcome::from_measurements(vec![
-                Measurement::new("latency_p95", 250.0, Unit::Milliseconds).with_threshold(Threshold::lt(200.0)),
+                Measurement::new("latency_p95", 250.0, Unit::Milliseconds)
+                    .with_threshold(Threshold::lt(200.0)),
                 Measurement::new("samples", 5.0, Unit::Count),
             ]),
             1250,
@@ -67,23 +74,37 @@ fn fixture() -> (RunPlan, Vec<TestResult>, RunSummary) {
             Category::Authentication,
             Outcome::error(
                 ErrorKind::Harness,
-                format!("login to postgres://app:{}@127.0.0.1:5432/db failed", secret.expose()),
+                format!(
+                    "login to postgres://app:{}@127.0.0.1:5432/db failed",
+                    secret.expose()
+                ),
             ),
             3,
         ),
     ];
     results[1].attempts = 2;
-    results[4].details.insert("server_version".into(), serde_json::json!("15.18"));
+    results[4]
+        .details
+        .insert("server_version".into(), serde_json::json!("15.18"));
     let plan = RunPlan {
         run_id: "rgolden01".into(),
         started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_201_600),
         checks: results
             .iter()
-            .map(|r| PlannedCheck { id: r.id.clone(), tester: r.tester.clone(), category: r.category })
+            .map(|r| PlannedCheck {
+                id: r.id.clone(),
+                tester: r.tester.clone(),
+                category: r.category,
+            })
             .collect(),
         config: serde_json::json!({"run": {"concurrency": 4}, "basic": {"targets": [{"name": "gateway", "url": "http://127.0.0.1:58080", "auth": {"bearer": "<redacted>"}}]}}),
     };
-    let mut summary = RunSummary::from_results("rgolden01", plan.started_at, Duration::from_millis(2254), &results);
+    let mut summary = RunSummary::from_results(
+        "rgolden01",
+        plan.started_at,
+        Duration::from_millis(2254),
+        &results,
+    );
     summary.cancel_reason = None;
     // Completion order differs from plan order: reports must not depend on it.
     results.reverse();
@@ -101,7 +122,9 @@ fn run_reporter(mut r: Box<dyn Reporter>, buf: &Arc<Mutex<Vec<u8>>>) -> String {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
@@ -124,7 +147,10 @@ fn junit_report_matches_golden_file() {
     let text = run_reporter(Box::new(JunitReporter::to_memory(buf.clone())), &buf);
     golden("junit.xml", &text);
     assert!(text.contains("<failure"), "failed maps to <failure>");
-    assert!(text.contains("<error") && text.contains("type=\"timeout\""), "errors map to <error type=kind>");
+    assert!(
+        text.contains("<error") && text.contains("type=\"timeout\""),
+        "errors map to <error type=kind>"
+    );
     assert!(text.contains("<skipped"));
 }
 
@@ -137,7 +163,11 @@ fn json_summary_numbers_add_up() {
     let s = &report.summary.totals;
     assert_eq!(s.total, report.results.len());
     assert_eq!(s.passed + s.failed + s.skipped + s.errors, s.total);
-    assert_eq!(s.success_rate, Some(0.25), "1 passed of 4 executed (1 skipped)");
+    assert_eq!(
+        s.success_rate,
+        Some(0.25),
+        "1 passed of 4 executed (1 skipped)"
+    );
     let by_tester: usize = report.summary.by_tester.values().map(|c| c.total).sum();
     let by_category: usize = report.summary.by_category.values().map(|c| c.total).sum();
     assert_eq!(by_tester, s.total);
@@ -174,21 +204,36 @@ impl std::io::Write for Shared {
 #[test]
 fn console_groups_by_tester_and_prints_a_summary_table() {
     let buf = Arc::new(Mutex::new(Vec::new()));
-    let text = run_reporter(Box::new(ConsoleReporter::new(Box::new(Shared(buf.clone())), false)), &buf);
+    let text = run_reporter(
+        Box::new(ConsoleReporter::new(Box::new(Shared(buf.clone())), false)),
+        &buf,
+    );
     assert!(!text.contains('\x1b'), "no colours when not asked");
     assert!(!text.contains("golden-secret-value"));
     assert!(text.contains("Results by tester\nbasic\n"), "{text}");
-    assert!(text.contains("FAIL  basic.gateway.health (1250.0 ms, 2 attempts)"), "{text}");
-    assert!(text.contains("latency_p95 = 250ms violates threshold < 200ms"), "{text}");
+    assert!(
+        text.contains("FAIL  basic.gateway.health (1250.0 ms, 2 attempts)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("latency_p95 = 250ms violates threshold < 200ms"),
+        "{text}"
+    );
     assert!(text.contains("ERROR database.main.pooling"), "{text}");
     assert!(text.contains("timeout: did not finish within 1s"), "{text}");
     let total = text.lines().find(|l| l.starts_with("TOTAL")).unwrap();
-    assert_eq!(total.split_whitespace().collect::<Vec<_>>(), ["TOTAL", "5", "1", "1", "1", "2", "25.0%"]);
+    assert_eq!(
+        total.split_whitespace().collect::<Vec<_>>(),
+        ["TOTAL", "5", "1", "1", "1", "2", "25.0%"]
+    );
     assert!(text.contains("category schema"));
     assert!(text.trim_end().ends_with("FAILED"));
 
     let buf = Arc::new(Mutex::new(Vec::new()));
-    let text = run_reporter(Box::new(ConsoleReporter::new(Box::new(Shared(buf.clone())), true)), &buf);
+    let text = run_reporter(
+        Box::new(ConsoleReporter::new(Box::new(Shared(buf.clone())), true)),
+        &buf,
+    );
     assert!(text.contains("\x1b[31mFAIL "), "colours when asked");
 }
 
@@ -219,5 +264,8 @@ fn report_files_are_written_atomically_and_replace_old_ones() {
     let mut r = JsonReporter::to_file(blocked.join("report.json"));
     r.run_started(&plan).unwrap();
     let err = r.run_finished(&summary).unwrap_err();
-    assert!(err.to_string().starts_with("write json report to "), "{err}");
+    assert!(
+        err.to_string().starts_with("write json report to "),
+        "{err}"
+    );
 }

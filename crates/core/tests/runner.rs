@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use citadel_itest_core::report::JsonReporter;
 use citadel_itest_core::{
-    Category, CheckExt, ErrorKind, Outcome, Reporter, RetryPolicy, Status, Suite, check_fn,
-    run_one,
+    Category, CheckExt, ErrorKind, Outcome, Reporter, RetryPolicy, Status, Suite, check_fn, run_one,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -27,11 +26,21 @@ async fn a_check_past_its_timeout_is_an_error_timeout_within_100ms() {
     })
     .with_timeout(Duration::from_millis(300));
     let t = Instant::now();
-    let out = Suite::builder().check("t", check.boxed()).build().run(Vec::new()).await;
+    let out = Suite::builder()
+        .check("t", check.boxed())
+        .build()
+        .run(Vec::new())
+        .await;
     let elapsed = t.elapsed();
     let r = &out.results[0];
     assert!(
-        matches!(r.outcome, Outcome::Error { kind: ErrorKind::Timeout, .. }),
+        matches!(
+            r.outcome,
+            Outcome::Error {
+                kind: ErrorKind::Timeout,
+                ..
+            }
+        ),
         "{:?}",
         r.outcome
     );
@@ -47,7 +56,13 @@ async fn a_check_past_its_timeout_is_an_error_timeout_within_100ms() {
     .with_timeout(Duration::from_millis(200));
     let t = Instant::now();
     let r = run_one(&check).await;
-    assert!(matches!(r.outcome, Outcome::Error { kind: ErrorKind::Timeout, .. }));
+    assert!(matches!(
+        r.outcome,
+        Outcome::Error {
+            kind: ErrorKind::Timeout,
+            ..
+        }
+    ));
     assert!(t.elapsed() < Duration::from_millis(300));
 }
 
@@ -76,7 +91,10 @@ async fn the_concurrency_limit_is_never_exceeded() {
     let out = b.build().run(Vec::new()).await;
     assert_eq!(out.summary.counts.passed, 40);
     let peak = peak.load(Ordering::SeqCst);
-    assert_eq!(peak, 4, "peak concurrency {peak} (limit 4, and 40 checks must saturate it)");
+    assert_eq!(
+        peak, 4,
+        "peak concurrency {peak} (limit 4, and 40 checks must saturate it)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +117,10 @@ async fn a_panicking_check_is_an_error_and_the_others_still_run() {
         .await;
     let boom = &out.results[0];
     match &boom.outcome {
-        Outcome::Error { kind: ErrorKind::Panicked, message } => {
+        Outcome::Error {
+            kind: ErrorKind::Panicked,
+            message,
+        } => {
             assert!(message.contains("kaboom in check"), "{message}")
         }
         other => panic!("expected Panicked, got {other:?}"),
@@ -149,14 +170,27 @@ async fn cancellation_marks_unfinished_checks_and_the_report_is_still_written() 
     });
     let t = Instant::now();
     let out = b.build().run(reporters).await;
-    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
-    assert!(cleaned.load(Ordering::SeqCst), "the check's cleanup must run");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        cleaned.load(Ordering::SeqCst),
+        "the check's cleanup must run"
+    );
     assert!(out.summary.interrupted);
     assert_eq!(out.summary.exit_code(), 130);
     assert!(out.results[0].outcome.is_passed());
     for r in &out.results[1..] {
         assert!(
-            matches!(r.outcome, Outcome::Error { kind: ErrorKind::Cancelled, .. }),
+            matches!(
+                r.outcome,
+                Outcome::Error {
+                    kind: ErrorKind::Cancelled,
+                    ..
+                }
+            ),
             "{} {:?}",
             r.id,
             r.outcome
@@ -178,7 +212,11 @@ async fn retries_until_ready_stop_at_the_first_pass() {
         async move {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
             assert_eq!(n, ctx.attempt);
-            if n < 3 { Ok(Outcome::failed("not ready yet")) } else { Ok(Outcome::passed()) }
+            if n < 3 {
+                Ok(Outcome::failed("not ready yet"))
+            } else {
+                Ok(Outcome::passed())
+            }
         }
     })
     .retry_until_ready(RetryPolicy::new(10, Duration::from_millis(10)));
@@ -188,16 +226,20 @@ async fn retries_until_ready_stop_at_the_first_pass() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 
     // Out of retries: the last failure is the verdict.
-    let check = check_fn("t.never", Category::Health, |_| async { Ok(Outcome::failed("down")) })
-        .retry_until_ready(RetryPolicy::new(2, Duration::from_millis(5)));
+    let check = check_fn("t.never", Category::Health, |_| async {
+        Ok(Outcome::failed("down"))
+    })
+    .retry_until_ready(RetryPolicy::new(2, Duration::from_millis(5)));
     let r = run_one(&check).await;
     assert_eq!(r.outcome.status(), Status::Failed);
     assert_eq!(r.attempts, 3);
 
     // A retry that would cross the deadline is not started.
-    let check = check_fn("t.deadline", Category::Health, |_| async { Ok(Outcome::failed("down")) })
-        .retry_until_ready(RetryPolicy::new(50, Duration::from_millis(100)))
-        .with_timeout(Duration::from_millis(250));
+    let check = check_fn("t.deadline", Category::Health, |_| async {
+        Ok(Outcome::failed("down"))
+    })
+    .retry_until_ready(RetryPolicy::new(50, Duration::from_millis(100)))
+    .with_timeout(Duration::from_millis(250));
     let r = run_one(&check).await;
     assert_eq!(r.outcome.status(), Status::Failed, "{:?}", r.outcome);
     assert!(r.attempts >= 2 && r.attempts <= 3, "{}", r.attempts);
@@ -209,14 +251,32 @@ async fn fail_fast_and_deadline_cancel_the_rest_with_a_reason() {
         .concurrency(1)
         .cancel_grace(Duration::from_millis(100))
         .fail_fast(true)
-        .check("t", check_fn("t.bad", Category::Health, |_| async { Ok(Outcome::failed("no")) }).boxed())
+        .check(
+            "t",
+            check_fn("t.bad", Category::Health, |_| async {
+                Ok(Outcome::failed("no"))
+            })
+            .boxed(),
+        )
         .check("t", sleeper("t.later", Duration::from_secs(10)))
         .build()
         .run(Vec::new())
         .await;
     assert_eq!(out.results[0].outcome.status(), Status::Failed);
-    assert!(matches!(out.results[1].outcome, Outcome::Error { kind: ErrorKind::Cancelled, .. }));
-    assert!(out.summary.cancel_reason.as_deref().unwrap().contains("fail-fast after t.bad"));
+    assert!(matches!(
+        out.results[1].outcome,
+        Outcome::Error {
+            kind: ErrorKind::Cancelled,
+            ..
+        }
+    ));
+    assert!(
+        out.summary
+            .cancel_reason
+            .as_deref()
+            .unwrap()
+            .contains("fail-fast after t.bad")
+    );
     assert!(!out.summary.interrupted);
 
     let t = Instant::now();
@@ -239,13 +299,22 @@ async fn a_harness_error_keeps_its_cause_chain() {
     #[error("query prometheus at 127.0.0.1:9")]
     struct Outer(#[source] std::io::Error);
     let check = check_fn("t.err", Category::Operations, |_| async {
-        Err(Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"))
-            .into())
+        Err(Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ))
+        .into())
     });
     let r = run_one(&check).await;
     match r.outcome {
-        Outcome::Error { kind: ErrorKind::Harness, message } => {
-            assert_eq!(message, "query prometheus at 127.0.0.1:9: connection refused")
+        Outcome::Error {
+            kind: ErrorKind::Harness,
+            message,
+        } => {
+            assert_eq!(
+                message,
+                "query prometheus at 127.0.0.1:9: connection refused"
+            )
         }
         other => panic!("{other:?}"),
     }

@@ -72,7 +72,11 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "invalid configuration ({n} problem{})", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "invalid configuration ({n} problem{})",
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "\n  - {}", redact_text(&p.to_string()))?;
         }
@@ -135,7 +139,11 @@ impl Default for RunSettings {
             cancel_grace: Duration::from_secs(5),
             read_only: false,
             report_dir: PathBuf::from("target/itest-reports"),
-            formats: vec![ReportFormat::Console, ReportFormat::Json, ReportFormat::Junit],
+            formats: vec![
+                ReportFormat::Console,
+                ReportFormat::Json,
+                ReportFormat::Junit,
+            ],
         }
     }
 }
@@ -289,8 +297,11 @@ impl ConfigLoader {
         }
 
         let run = extract_or_default::<RunSettings>(&figment, "run", &mut problems);
-        let performance_targets =
-            extract_or_default::<PerformanceTargets>(&figment, "performance_targets", &mut problems);
+        let performance_targets = extract_or_default::<PerformanceTargets>(
+            &figment,
+            "performance_targets",
+            &mut problems,
+        );
         let config = Config {
             figment,
             run: run.unwrap_or_default(),
@@ -300,9 +311,15 @@ impl ConfigLoader {
         {
             let mut v = Validator::new(&config.figment, &mut problems);
             config.run.validate(&mut v.at("run"));
-            config.performance_targets.validate(&mut v.at("performance_targets"));
+            config
+                .performance_targets
+                .validate(&mut v.at("performance_targets"));
         }
-        if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
     }
 }
 
@@ -364,7 +381,11 @@ pub fn expand_env(text: &str) -> Result<String, Vec<(usize, String)>> {
         out.push_str(rest);
         out.push_str(comment);
     }
-    if missing.is_empty() { Ok(out) } else { Err(missing) }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
 }
 
 /// Byte offset where a YAML comment starts on this line (line length when there is none): a
@@ -402,7 +423,11 @@ fn extract_or_default<T: DeserializeOwned + Default>(
 
 /// Converts figment's errors (one or many) to problems with path and source. `section` is the
 /// key given to `extract_inner`, which figment appends at the end of the error path.
-fn figment_problems(figment: &Figment, err: figment::Error, section: Option<&str>) -> Vec<ConfigProblem> {
+fn figment_problems(
+    figment: &Figment,
+    err: figment::Error,
+    section: Option<&str>,
+) -> Vec<ConfigProblem> {
     err.into_iter()
         .map(|e| {
             let mut segments: Vec<String> = e.path.clone();
@@ -419,7 +444,11 @@ fn figment_problems(figment: &Figment, err: figment::Error, section: Option<&str
                 .as_ref()
                 .and_then(|m| m.source.as_ref().map(|s| describe_source(m, s)))
                 .or_else(|| source_of(figment, &path));
-            ConfigProblem { path, source, message: e.kind.to_string() }
+            ConfigProblem {
+                path,
+                source,
+                message: e.kind.to_string(),
+            }
         })
         .collect()
 }
@@ -520,7 +549,10 @@ impl Config {
             .extract::<serde_json::Value>()
             .unwrap_or(serde_json::Value::Object(Default::default()));
         if let serde_json::Value::Object(map) = &mut value {
-            map.insert("run".into(), serde_json::to_value(&self.run).unwrap_or_default());
+            map.insert(
+                "run".into(),
+                serde_json::to_value(&self.run).unwrap_or_default(),
+            );
             map.insert(
                 "performance_targets".into(),
                 serde_json::to_value(&self.performance_targets).unwrap_or_default(),
@@ -551,12 +583,20 @@ pub struct Validator<'a> {
 impl<'a> Validator<'a> {
     /// A validator at the root of `figment`.
     pub fn new(figment: &'a Figment, problems: &'a mut Vec<ConfigProblem>) -> Self {
-        Validator { figment, prefix: String::new(), problems }
+        Validator {
+            figment,
+            prefix: String::new(),
+            problems,
+        }
     }
 
     /// A child validator for a nested key (`targets[0]`, `auth`).
     pub fn at(&mut self, key: &str) -> Validator<'_> {
-        Validator { figment: self.figment, prefix: self.path(key), problems: self.problems }
+        Validator {
+            figment: self.figment,
+            prefix: self.path(key),
+            problems: self.problems,
+        }
     }
 
     /// Full path of `key` under this validator.
@@ -573,7 +613,11 @@ impl<'a> Validator<'a> {
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
         let path = self.path(key);
         let source = source_of(self.figment, &path);
-        self.problems.push(ConfigProblem { path, source, message: message.into() });
+        self.problems.push(ConfigProblem {
+            path,
+            source,
+            message: message.into(),
+        });
     }
 
     /// Resolve a secret now; a missing env variable or unreadable file is a problem.
@@ -592,7 +636,10 @@ impl<'a> Validator<'a> {
         match url::Url::parse(raw) {
             Ok(u) => Some(u),
             Err(e) => {
-                self.error(key, format!("invalid URL `{}`: {e}", redact_url(raw)));
+                self.error(
+                    key,
+                    format!("invalid URL `{}`: {e}", redact_text(&redact_url(raw))),
+                );
                 None
             }
         }

@@ -217,7 +217,9 @@ pub fn redact_text(text: &str) -> String {
 /// Redact the password of one URL or DSN (`postgres://u:pw@h/db` -> `postgres://u:<redacted>@h/db`)
 /// and secret-looking query parameters. Text that is not a URL is returned unchanged.
 pub fn redact_url(raw: &str) -> String {
-    let Ok(mut url) = url::Url::parse(raw) else { return raw.to_string() };
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return raw.to_string();
+    };
     let mut changed = false;
     if url.password().is_some() {
         let _ = url.set_password(Some(REDACTED));
@@ -239,7 +241,11 @@ pub fn redact_url(raw: &str) -> String {
             url.query_pairs_mut().clear().extend_pairs(pairs);
         }
     }
-    if changed { url.to_string().replace("%3Credacted%3E", REDACTED) } else { raw.to_string() }
+    if changed {
+        url.to_string().replace("%3Credacted%3E", REDACTED)
+    } else {
+        raw.to_string()
+    }
 }
 
 /// Finds `scheme://user:password@` in free text and redacts the password part.
@@ -249,7 +255,9 @@ fn redact_urls_in(text: &str) -> String {
     while let Some(pos) = rest.find("://") {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
-        let end = tail.find(|c: char| c.is_whitespace() || c == '/' || c == '"').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"')
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         match (authority.rfind('@'), authority.find(':')) {
             (Some(at), Some(colon)) if colon < at => {
@@ -268,9 +276,20 @@ fn redact_urls_in(text: &str) -> String {
 /// Whether a config key or parameter name holds a secret.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "passwd", "secret", "token", "api_key", "apikey", "api-key", "authorization", "bearer", "credential"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "api-key",
+        "authorization",
+        "bearer",
+        "credential",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 /// A copy of a configuration value tree with every secret redacted: values under secret-looking
@@ -326,7 +345,10 @@ mod tests {
     fn registered_values_are_removed_from_text() {
         let s = Secret::inline("correct-horse-battery").resolve().unwrap();
         assert_eq!(format!("{s:?}"), REDACTED);
-        assert_eq!(redact_text("got correct-horse-battery back"), "got <redacted> back");
+        assert_eq!(
+            redact_text("got correct-horse-battery back"),
+            "got <redacted> back"
+        );
     }
 
     #[test]

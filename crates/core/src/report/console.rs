@@ -21,7 +21,12 @@ pub struct ConsoleReporter {
 impl ConsoleReporter {
     /// Write to `out`; `color` enables ANSI colours.
     pub fn new(out: Box<dyn Write + Send>, color: bool) -> Self {
-        ConsoleReporter { out, color, results: Vec::new(), planned: 0 }
+        ConsoleReporter {
+            out,
+            color,
+            results: Vec::new(),
+            planned: 0,
+        }
     }
 
     /// Write to stdout, with colours when stdout is a terminal and `NO_COLOR` is unset.
@@ -82,7 +87,9 @@ fn detail_line(outcome: &Outcome) -> Option<String> {
 }
 
 fn rate(c: &Counts) -> String {
-    c.success_rate().map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "-".to_string())
+    c.success_rate()
+        .map(|r| format!("{:.1}%", r * 100.0))
+        .unwrap_or_else(|| "-".to_string())
 }
 
 fn table_row(name: &str, c: &Counts) -> String {
@@ -100,18 +107,29 @@ fn table_row(name: &str, c: &Counts) -> String {
 impl Reporter for ConsoleReporter {
     fn run_started(&mut self, plan: &RunPlan) -> Result<(), ReportError> {
         self.planned = plan.checks.len();
-        writeln!(self.out, "citadel-itest run {}: {} checks", plan.run_id, plan.checks.len())
-            .map_err(|e| self.err(e))
+        writeln!(
+            self.out,
+            "citadel-itest run {}: {} checks",
+            plan.run_id,
+            plan.checks.len()
+        )
+        .map_err(|e| self.err(e))
     }
 
     fn check_finished(&mut self, r: &TestResult) -> Result<(), ReportError> {
         let status = r.outcome.status();
-        let mut text = format!("  {} {}", self.paint(status, label(status)), redact_text(&result_line(r)));
+        let mut text = format!(
+            "  {} {}",
+            self.paint(status, label(status)),
+            redact_text(&result_line(r))
+        );
         if let Some(d) = detail_line(&r.outcome) {
             text.push_str(&format!("\n          {d}"));
         }
         self.results.push(r.clone());
-        writeln!(self.out, "{text}").and_then(|_| self.out.flush()).map_err(|e| self.err(e))
+        writeln!(self.out, "{text}")
+            .and_then(|_| self.out.flush())
+            .map_err(|e| self.err(e))
     }
 
     fn run_finished(&mut self, s: &RunSummary) -> Result<(), ReportError> {
@@ -127,7 +145,11 @@ impl Reporter for ConsoleReporter {
             results.sort_by(|a, b| a.id.cmp(&b.id));
             for r in results {
                 let status = r.outcome.status();
-                text.push_str(&format!("  {} {}\n", self.paint(status, label(status)), redact_text(&result_line(r))));
+                text.push_str(&format!(
+                    "  {} {}\n",
+                    self.paint(status, label(status)),
+                    redact_text(&result_line(r))
+                ));
                 if let Some(d) = detail_line(&r.outcome) {
                     text.push_str(&format!("          {d}\n"));
                 }
@@ -137,7 +159,11 @@ impl Reporter for ConsoleReporter {
             "{:<24} {:>6} {:>6} {:>6} {:>7} {:>6} {:>8}",
             "", "total", "passed", "failed", "skipped", "errors", "success"
         );
-        text.push_str(&format!("\nSummary (run {}, {:.2} s)\n{header}\n", s.run_id, s.duration.as_secs_f64()));
+        text.push_str(&format!(
+            "\nSummary (run {}, {:.2} s)\n{header}\n",
+            s.run_id,
+            s.duration.as_secs_f64()
+        ));
         for (tester, c) in &s.by_tester {
             text.push_str(&table_row(&format!("tester {tester}"), c));
             text.push('\n');
@@ -157,6 +183,9 @@ impl Reporter for ConsoleReporter {
             _ => self.paint(Status::Failed, "FAILED"),
         };
         text.push_str(&format!("{verdict}\n"));
-        self.out.write_all(text.as_bytes()).and_then(|_| self.out.flush()).map_err(|e| self.err(e))
+        self.out
+            .write_all(text.as_bytes())
+            .and_then(|_| self.out.flush())
+            .map_err(|e| self.err(e))
     }
 }

@@ -117,7 +117,12 @@ impl JsonReport {
             .map(|(i, PlannedCheck { id, tester, .. })| ((tester.as_str(), id), i))
             .collect();
         let mut sorted: Vec<&TestResult> = results.iter().collect();
-        sorted.sort_by_key(|r| order.get(&(r.tester.as_str(), &r.id)).copied().unwrap_or(usize::MAX));
+        sorted.sort_by_key(|r| {
+            order
+                .get(&(r.tester.as_str(), &r.id))
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
         JsonReport {
             schema: REPORT_SCHEMA.to_string(),
             run_id: summary.run_id.clone(),
@@ -128,7 +133,11 @@ impl JsonReport {
             config: plan.config.clone(),
             summary: JsonSummary {
                 totals: summary.counts.into(),
-                by_tester: summary.by_tester.iter().map(|(k, v)| (k.clone(), (*v).into())).collect(),
+                by_tester: summary
+                    .by_tester
+                    .iter()
+                    .map(|(k, v)| (k.clone(), (*v).into()))
+                    .collect(),
                 by_category: summary
                     .by_category
                     .iter()
@@ -191,12 +200,20 @@ pub struct JsonReporter {
 impl JsonReporter {
     /// Write to a file (atomically, at the end of the run).
     pub fn to_file(path: impl Into<std::path::PathBuf>) -> Self {
-        JsonReporter { sink: Sink::File(path.into()), plan: None, results: Vec::new() }
+        JsonReporter {
+            sink: Sink::File(path.into()),
+            plan: None,
+            results: Vec::new(),
+        }
     }
 
     /// Write into a shared buffer (tests, embedding).
     pub fn to_memory(buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Self {
-        JsonReporter { sink: Sink::Memory(buf), plan: None, results: Vec::new() }
+        JsonReporter {
+            sink: Sink::Memory(buf),
+            plan: None,
+            results: Vec::new(),
+        }
     }
 }
 

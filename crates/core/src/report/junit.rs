@@ -35,7 +35,12 @@ pub fn build_junit(plan: &RunPlan, results: &[TestResult], summary: &RunSummary)
         .collect();
     for tester in tester_order {
         let mut mine: Vec<&TestResult> = results.iter().filter(|r| r.tester == tester).collect();
-        mine.sort_by_key(|r| position.get(&(r.tester.as_str(), r.id.as_str())).copied().unwrap_or(usize::MAX));
+        mine.sort_by_key(|r| {
+            position
+                .get(&(r.tester.as_str(), r.id.as_str()))
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
         let mut suite = TestSuite::new(tester);
         suite.set_time(mine.iter().map(|r| r.duration).sum());
         for r in mine {
@@ -61,17 +66,22 @@ fn test_case(r: &TestResult) -> TestCase {
         }
         Outcome::Error { kind, message } => {
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-            s.set_message(redact_text(message)).set_type(kind.to_string());
+            s.set_message(redact_text(message))
+                .set_type(kind.to_string());
             s
         }
         #[allow(unreachable_patterns)]
         _ => TestCaseStatus::success(),
     };
     let mut case = TestCase::new(r.id.as_str(), status);
-    case.set_classname(format!("{}.{}", r.tester, r.category)).set_time(r.duration);
+    case.set_classname(format!("{}.{}", r.tester, r.category))
+        .set_time(r.duration);
     case.add_property(Property::new("attempts", r.attempts.to_string()));
     for m in r.outcome.measurements() {
-        case.add_property(Property::new(format!("measurement.{}", m.name), m.to_string()));
+        case.add_property(Property::new(
+            format!("measurement.{}", m.name),
+            m.to_string(),
+        ));
     }
     case
 }
@@ -86,12 +96,20 @@ pub struct JunitReporter {
 impl JunitReporter {
     /// Write to a file (atomically, at the end of the run).
     pub fn to_file(path: impl Into<std::path::PathBuf>) -> Self {
-        JunitReporter { sink: Sink::File(path.into()), plan: None, results: Vec::new() }
+        JunitReporter {
+            sink: Sink::File(path.into()),
+            plan: None,
+            results: Vec::new(),
+        }
     }
 
     /// Write into a shared buffer (tests, embedding).
     pub fn to_memory(buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Self {
-        JunitReporter { sink: Sink::Memory(buf), plan: None, results: Vec::new() }
+        JunitReporter {
+            sink: Sink::Memory(buf),
+            plan: None,
+            results: Vec::new(),
+        }
     }
 }
 

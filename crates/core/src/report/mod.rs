@@ -34,7 +34,11 @@ pub struct ReportError {
 impl ReportError {
     /// Wrap an I/O error for a format and optional path.
     pub fn new(format: &'static str, path: Option<PathBuf>, source: io::Error) -> Self {
-        ReportError { format, path, source }
+        ReportError {
+            format,
+            path,
+            source,
+        }
     }
 }
 
@@ -89,7 +93,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".citadel-itest-").suffix(".tmp").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".citadel-itest-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;

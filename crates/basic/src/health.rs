@@ -1,0 +1,398 @@
+//! `basic.<name>.health`: timed GET requests to a health endpoint with status and body
+//! assertions.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use citadel_itest_core::config::{SecretString, redact_text};
+use citadel_itest_core::{
+    BoxError, Category, Check, CheckContext, CheckId, ErrorKind, Measurement, Outcome, Threshold,
+    Unit, error_chain,
+};
+use tokio::time::Instant;
+
+use crate::classify::http_error;
+use crate::config::{Auth, Endpoint, EndpointError, JsonExpectation, TargetConfig, redact};
+use crate::connectivity::timed_out;
+
+/// Most of a body that is read; longer bodies are cut (and fail a JSON assertion).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Characters of a body or value quoted in a message.
+const PREVIEW_CHARS: usize = 200;
+
+/// Sends `samples` GET requests to a target's health endpoint, one after the other, and
+/// checks each answer: the status (the configured one, else any 2xx) and, when configured, a
+/// JSON pointer in the body.
+///
+/// Measures `latency_p50`, `latency_p95` (held to `< latency_p95_limit`), `latency_max` (each
+/// request until its whole body arrived, in ms) and `samples`. A wrong status or body fails
+/// with the request, what came back and what was expected:
+/// `GET http://127.0.0.1:58080/health returned 503, expected 2xx: ...`. No proxy is used and
+/// redirects are not followed (a 3xx is what the endpoint answered); the check's deadline bounds
+/// every request.
+#[derive(Clone)]
+pub struct HealthCheck {
+    id: CheckId,
+    name: String,
+    url: Option<Result<url::Url, EndpointError>>,
+    expect_status: Option<u16>,
+    expect_json: Option<JsonExpectation>,
+    samples: u32,
+    auth: Option<Auth>,
+    latency_p95_limit: Duration,
+    timeout: Option<Duration>,
+}
+
+impl fmt::Debug for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = self
+            .url
+            .as_ref()
+            .map(|u| u.as_ref().map(|u| redact(u.as_str())));
+        f.debug_struct("HealthCheck")
+            .field("id", &self.id)
+            .field("url", &url)
+            .field("expect_status", &self.expect_status)
+            .field("expect_json", &self.expect_json)
+            .field("samples", &self.samples)
+            .field("auth", &self.auth)
+            .field("latency_p95_limit", &self.latency_p95_limit)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl HealthCheck {
+    /// The health check of `target`; `latency_p95` must stay below `latency_p95_limit`. Its
+    /// timeout is the target's `timeout` (else the runner's default). Without a `health_path`
+    /// the check is skipped; an unusable URL makes it end in a harness error.
+    pub fn new(target: &TargetConfig, latency_p95_limit: Duration) -> Self {
+        let url = target
+            .health_path
+            .as_deref()
+            .map(|path| Endpoint::parse(&target.url).and_then(|ep| ep.join(path)));
+        HealthCheck {
+            id: CheckId::new(format!("basic.{}.health", target.name)),
+            name: target.name.clone(),
+            url,
+            expect_status: target.expect_status,
+            expect_json: target.expect_json.clone(),
+            samples: target.samples,
+            auth: target.auth.clone(),
+            latency_p95_limit,
+            timeout: target.timeout,
+        }
+    }
+
+    fn measurements(&self, latencies: &[Duration]) -> Vec<Measurement> {
+        let limit_ms = self.latency_p95_limit.as_secs_f64() * 1000.0;
+        vec![
+            Measurement::percentile_ms("latency_p50", latencies, 0.50),
+            Measurement::percentile_ms("latency_p95", latencies, 0.95)
+                .with_threshold(Threshold::lt(limit_ms)),
+            Measurement::percentile_ms("latency_max", latencies, 1.0),
+            Measurement::new("samples", latencies.len() as f64, Unit::Count),
+        ]
+    }
+
+    async fn sample(&self, url: &url::Url, deadline: Instant) -> Result<Outcome, BoxError> {
+        let shown = redact(url.as_str());
+        let credentials = self.credentials()?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(deadline.saturating_duration_since(Instant::now()))
+            .build()
+            .map_err(|e| {
+                format!(
+                    "build the HTTP client for {}: {}",
+                    self.name,
+                    error_chain(&e)
+                )
+            })?;
+
+        let mut latencies = Vec::with_capacity(self.samples as usize);
+        for _ in 0..self.samples {
+            let started = Instant::now();
+            let remaining = deadline.saturating_duration_since(started);
+            let mut request = client.get(url.clone()).timeout(remaining);
+            match &credentials {
+                Some(Credentials::Bearer(token)) => request = request.bearer_auth(token.expose()),
+                Some(Credentials::Basic(user, password)) => {
+                    request = request.basic_auth(user, Some(password.expose()))
+                }
+                None => {}
+            }
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) if e.is_timeout() => return Ok(timed_out(format!("GET {shown}"))),
+                Err(e) => {
+                    return Ok(Outcome::Failed {
+                        message: format!("GET {shown}: {}", http_error(e)),
+                        measurements: self.measurements(&latencies),
+                    });
+                }
+            };
+            let status = response.status().as_u16();
+            let body = match read_body(response).await {
+                Ok(b) => b,
+                Err(e) if e.is_timeout() => return Ok(timed_out(format!("GET {shown}"))),
+                Err(e) => {
+                    return Ok(Outcome::Failed {
+                        message: format!("GET {shown}: read body: {}", http_error(e)),
+                        measurements: self.measurements(&latencies),
+                    });
+                }
+            };
+            latencies.push(started.elapsed());
+            if let Some(problem) = self.assert_answer(status, &body) {
+                return Ok(Outcome::Failed {
+                    message: format!("GET {shown} {problem}"),
+                    measurements: self.measurements(&latencies),
+                });
+            }
+        }
+        tracing::debug!(target = %self.name, samples = latencies.len(), "health sampled");
+        Ok(Outcome::from_measurements(self.measurements(&latencies)))
+    }
+
+    fn credentials(&self) -> Result<Option<Credentials>, BoxError> {
+        let resolve = |secret: &citadel_itest_core::config::Secret| {
+            secret.resolve().map_err(|e| {
+                format!(
+                    "resolve credentials of target {}: {}",
+                    self.name,
+                    error_chain(&e)
+                )
+            })
+        };
+        Ok(match &self.auth {
+            None => None,
+            Some(Auth::Bearer(token)) => Some(Credentials::Bearer(resolve(token)?)),
+            Some(Auth::Basic { username, password }) => {
+                Some(Credentials::Basic(username.clone(), resolve(password)?))
+            }
+        })
+    }
+
+    /// What is wrong with one answer, as the end of a sentence starting `GET <url> `.
+    fn assert_answer(&self, status: u16, body: &Body) -> Option<String> {
+        let status_ok = match self.expect_status {
+            Some(expected) => status == expected,
+            None => (200..300).contains(&status),
+        };
+        if !status_ok {
+            let expected = self
+                .expect_status
+                .map_or_else(|| "2xx".to_string(), |s| s.to_string());
+            return Some(format!(
+                "returned {status}, expected {expected}{}",
+                body.suffix()
+            ));
+        }
+        let expectation = self.expect_json.as_ref()?;
+        let pointer = &expectation.pointer;
+        if body.truncated {
+            return Some(format!(
+                "returned a body over {} KiB; cannot check JSON pointer {pointer}",
+                MAX_BODY / 1024
+            ));
+        }
+        let json: serde_json::Value = match serde_json::from_slice(&body.bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(format!(
+                    "returned a body that is not JSON ({e}); cannot check JSON pointer {pointer}{}",
+                    body.suffix()
+                ));
+            }
+        };
+        match json.pointer(pointer) {
+            None => Some(format!(
+                "returned JSON without pointer {pointer}{}",
+                body.suffix()
+            )),
+            Some(found) if *found != expectation.equals => Some(format!(
+                "returned JSON pointer {pointer} = {}, expected {}",
+                preview(&found.to_string()),
+                preview(&expectation.equals.to_string())
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+enum Credentials {
+    Bearer(SecretString),
+    Basic(String, SecretString),
+}
+
+struct Body {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+impl Body {
+    /// `: <preview>` for a non-empty body, else nothing.
+    fn suffix(&self) -> String {
+        let text = String::from_utf8_lossy(&self.bytes);
+        let text = text.trim();
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", preview(text))
+        }
+    }
+}
+
+/// At most [`PREVIEW_CHARS`] characters of `text` on one line, secrets redacted.
+fn preview(text: &str) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(PREVIEW_CHARS)
+        .collect();
+    let mut out = redact_text(&one_line);
+    if text.chars().count() > PREVIEW_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Reads at most [`MAX_BODY`] bytes of the body.
+async fn read_body(mut response: reqwest::Response) -> Result<Body, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(Body {
+                bytes,
+                truncated: true,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Body {
+        bytes,
+        truncated: false,
+    })
+}
+
+#[async_trait]
+impl Check for HealthCheck {
+    fn id(&self) -> &CheckId {
+        &self.id
+    }
+
+    fn category(&self) -> Category {
+        Category::Health
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
+        let url = match &self.url {
+            None => {
+                return Ok(Outcome::skipped(format!(
+                    "target {} has no health_path",
+                    self.name
+                )));
+            }
+            Some(Err(e)) => return Err(format!("target {}: {e}", self.name).into()),
+            Some(Ok(url)) => url,
+        };
+        tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => {
+                Ok(Outcome::error(ErrorKind::Cancelled, format!("health of {} cancelled", self.name)))
+            }
+            outcome = self.sample(url, ctx.deadline) => outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(target: TargetConfig) -> HealthCheck {
+        HealthCheck::new(&target, Duration::from_millis(200))
+    }
+
+    fn body(text: &str) -> Body {
+        Body {
+            bytes: text.as_bytes().to_vec(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn status_defaults_to_any_2xx() {
+        let c = check(TargetConfig::new("g", "http://127.0.0.1:1").health_path("/health"));
+        assert_eq!(c.assert_answer(204, &body("")), None);
+        assert_eq!(
+            c.assert_answer(503, &body("down\n")).as_deref(),
+            Some("returned 503, expected 2xx: down")
+        );
+        let c = check(
+            TargetConfig::new("g", "http://127.0.0.1:1")
+                .health_path("/health")
+                .expect_status(200),
+        );
+        assert_eq!(
+            c.assert_answer(204, &body("")).as_deref(),
+            Some("returned 204, expected 200")
+        );
+    }
+
+    #[test]
+    fn json_pointer_mismatch_names_pointer_and_values() {
+        let c = check(
+            TargetConfig::new("g", "http://127.0.0.1:1")
+                .health_path("/health")
+                .expect_json("/status", serde_json::json!("ok")),
+        );
+        assert_eq!(c.assert_answer(200, &body(r#"{"status":"ok"}"#)), None);
+        assert_eq!(
+            c.assert_answer(200, &body(r#"{"status":"degraded"}"#))
+                .as_deref(),
+            Some(r#"returned JSON pointer /status = "degraded", expected "ok""#)
+        );
+        let missing = c.assert_answer(200, &body(r#"{"state":"ok"}"#)).unwrap();
+        assert!(
+            missing.starts_with("returned JSON without pointer /status"),
+            "{missing}"
+        );
+        let not_json = c.assert_answer(200, &body("OK")).unwrap();
+        assert!(not_json.contains("not JSON"), "{not_json}");
+        let big = Body {
+            bytes: Vec::new(),
+            truncated: true,
+        };
+        assert!(
+            c.assert_answer(200, &big)
+                .unwrap()
+                .contains("over 1024 KiB")
+        );
+    }
+
+    #[test]
+    fn previews_are_short_and_on_one_line() {
+        let long = "x".repeat(500);
+        let p = preview(&long);
+        assert_eq!(p.chars().count(), PREVIEW_CHARS + 1);
+        assert_eq!(preview("a\nb"), "a b");
+    }
+
+    #[test]
+    fn no_samples_is_not_a_pass() {
+        let c = check(TargetConfig::new("g", "http://127.0.0.1:1").health_path("/health"));
+        let outcome = Outcome::from_measurements(c.measurements(&[]));
+        assert!(!outcome.is_passed());
+    }
+}
