@@ -54,13 +54,16 @@ pub struct ReadmeDoctests;
 /// The reference configuration: every key, commented (`config/reference.yaml`).
 pub const REFERENCE_YAML: &str = include_str!("../../../config/reference.yaml");
 
+/// Builds a tester from its section; problems are appended. `None` when the section is absent
+/// or invalid.
+pub type BuildTester = fn(&Config, &mut Vec<ConfigProblem>) -> Option<Box<dyn IntegrationTester>>;
+
 /// How a tester is found in configuration and built from it.
 pub struct TesterEntry {
     /// The config section, also the tester's name.
     pub section: &'static str,
-    /// Build from the section; problems are appended. `None` when the section is absent or
-    /// invalid.
-    pub build: fn(&Config, &mut Vec<ConfigProblem>) -> Option<Box<dyn IntegrationTester>>,
+    /// Build from the section.
+    pub build: BuildTester,
 }
 
 /// Testers compiled into this build (by cargo feature).

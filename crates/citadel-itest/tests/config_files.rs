@@ -1,6 +1,9 @@
 //! The config files shipped in config/ stay valid: reference.yaml (every key), local.yaml (the
 //! local stack) and integration_tests.yaml (the deployment template).
 
+// figment::Jail closures return figment::Error, which is large by design.
+#![allow(clippy::result_large_err)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,7 +47,8 @@ fn reference_yaml_parses_and_sets_every_core_key() {
 #[test]
 fn local_yaml_is_valid_and_loopback_only() {
     let path = repo_file("config/local.yaml");
-    let loaded = citadel_itest::load(&[path.clone()], Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let loaded = citadel_itest::load(std::slice::from_ref(&path), Vec::new())
+        .unwrap_or_else(|e| panic!("{e}"));
     let checks: usize = loaded.testers.iter().map(|t| t.checks().len()).sum();
     assert!(checks >= 7, "{checks}");
     let text = std::fs::read_to_string(path).unwrap();
@@ -57,7 +61,7 @@ fn local_yaml_is_valid_and_loopback_only() {
 fn the_deployment_template_takes_hosts_from_env() {
     Jail::expect_with(|jail| {
         let template = repo_file("config/integration_tests.yaml");
-        let err = match citadel_itest::load(&[template.clone()], Vec::new()) {
+        let err = match citadel_itest::load(std::slice::from_ref(&template), Vec::new()) {
             Ok(_) => panic!("must fail without its environment"),
             Err(e) => e.to_string(),
         };

@@ -1,5 +1,8 @@
 //! Layered configuration: precedence, every problem with key path and file, secrets.
 
+// figment::Jail closures return figment::Error, which is large by design.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use citadel_itest_core::config::{
