@@ -376,3 +376,48 @@ async fn ctrl_c_cancels_and_still_writes_the_report() {
     let health = result(&r, "basic.silent.health");
     assert_eq!(health["error_kind"], "cancelled", "{health:#}");
 }
+
+#[test]
+fn a_dotenv_file_in_the_working_directory_is_read_first() {
+    let port = closed_port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "itest.yaml",
+        &format!(
+            "{RUN_FAST}basic:\n  targets:\n    - name: nobody\n      url: http://127.0.0.1:{port}\n"
+        ),
+    );
+    std::fs::write(
+        dir.path().join(".env"),
+        "CITADEL_ITEST__RUN__REPORT_DIR=from-dotenv\nCITADEL_ITEST__RUN__FORMATS=[json]\n",
+    )
+    .unwrap();
+    let run = citadel(&["run", "--config", "itest.yaml"], dir.path(), &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout.is_empty(),
+        "console reporter disabled by .env: {}",
+        run.stdout
+    );
+    assert!(
+        dir.path().join("from-dotenv/report.json").exists(),
+        "{}",
+        run.stderr
+    );
+    // A real environment variable beats the .env file; a CLI flag beats both.
+    let run = citadel(
+        &["run", "--config", "itest.yaml", "--report-dir", "from-flag"],
+        dir.path(),
+        &[("CITADEL_ITEST__RUN__REPORT_DIR", "from-env")],
+    );
+    assert_eq!(run.code, 1);
+    assert!(dir.path().join("from-flag/report.json").exists());
+    let run = citadel(
+        &["run", "--config", "itest.yaml"],
+        dir.path(),
+        &[("CITADEL_ITEST__RUN__REPORT_DIR", "from-env")],
+    );
+    assert_eq!(run.code, 1);
+    assert!(dir.path().join("from-env/report.json").exists());
+}
