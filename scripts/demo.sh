@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 eval "$(scripts/services.sh up)"
-cargo build --quiet --release -p citadel-itest --bin citadel-itest
+cargo build --quiet -p citadel-itest --bin citadel-itest
 rc=0
-target/release/citadel-itest run --config config/local.yaml --report-dir target/itest-reports "$@" || rc=$?
+target/debug/citadel-itest run --config config/local.yaml --report-dir target/itest-reports "$@" || rc=$?
 echo
 echo "reports: target/itest-reports/report.json, target/itest-reports/junit.xml"
 echo "stop the stack with: scripts/services.sh down"
