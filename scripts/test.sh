@@ -9,9 +9,9 @@ ensure_packages
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast --profile ci
+  cargo nextest run --workspace --all-targets --all-features --no-fail-fast --profile ci
 else
   echo "cargo-nextest not found; falling back to cargo test" >&2
-  cargo test --workspace --all-targets --no-fail-fast
+  cargo test --workspace --all-targets --all-features --no-fail-fast
 fi
-cargo test --workspace --doc
+cargo test --workspace --all-features --doc
