@@ -38,14 +38,22 @@
 #![forbid(unsafe_code)]
 
 mod error;
+#[cfg(feature = "models")]
+pub mod model;
 pub mod net;
 pub mod nginx;
 pub mod postgres;
 mod process;
 pub mod prometheus;
+#[cfg(feature = "qdrant")]
+pub mod qdrant;
 
 pub use error::{ErrorKind, TestkitError};
+#[cfg(feature = "models")]
+pub use model::{Faults, ModelServer, ModelServerBuilder};
 pub use net::{HangingListener, closed_port};
 pub use nginx::{Nginx, NginxBuilder};
 pub use postgres::{PgAuth, Postgres, PostgresBuilder};
 pub use prometheus::{Prometheus, PrometheusBuilder};
+#[cfg(feature = "qdrant")]
+pub use qdrant::{QdrantServer, QdrantServerBuilder};
