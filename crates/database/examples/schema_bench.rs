@@ -1,0 +1,144 @@
+//! Times schema validation of a 200-table schema in a testkit PostgreSQL (target: < 1 s).
+//!
+//! ```sh
+//! cargo run --release -p citadel-itest-database --example schema_bench              # 200 tables, 15 rounds
+//! cargo run --release -p citadel-itest-database --example schema_bench -- 200 15
+//! ```
+//!
+//! Each table has 7 columns (identity, FK to the previous table, NOT NULL, varchar, numeric with
+//! default, timestamptz default, jsonb), a primary key, a unique key, a check constraint and an
+//! index. The check runs in exact mode, so every column, key, index and constraint is compared.
+//! Prints the time of one whole check (connect, catalog round, diff) and of the catalog round.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use citadel_itest_core::config::Secret;
+use citadel_itest_core::run_one;
+use citadel_itest_database::{DatabaseTarget, ExpectedSchema, SchemaCheck};
+use citadel_itest_testkit::Postgres;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let tables: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
+    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(15);
+
+    let pg = Postgres::start().await.context("start postgres")?;
+    let dsn = pg.create_database("bench").await?;
+
+    let mut sql = String::from("CREATE SCHEMA bench;\n");
+    let mut yaml = String::from("schemas:\n  bench:\n    tables:\n");
+    for i in 0..tables {
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            format!(" REFERENCES bench.t{} (id) ON DELETE CASCADE", i - 1)
+        };
+        writeln!(
+            sql,
+            "CREATE TABLE bench.t{i} (\n\
+             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n\
+             parent_id bigint{parent},\n\
+             name text NOT NULL,\n\
+             email varchar(200),\n\
+             amount numeric(12,2) NOT NULL DEFAULT 0,\n\
+             created_at timestamptz NOT NULL DEFAULT now(),\n\
+             attrs jsonb,\n\
+             CONSTRAINT t{i}_name_key UNIQUE (name),\n\
+             CONSTRAINT t{i}_amount_check CHECK (amount >= 0));\n\
+             CREATE INDEX t{i}_created_at_idx ON bench.t{i} (created_at);"
+        )?;
+        write!(
+            yaml,
+            "      t{i}:\n\
+             \x20       columns:\n\
+             \x20         id: {{ type: bigint, not_null: true, identity: always }}\n\
+             \x20         parent_id: bigint\n\
+             \x20         name: text NOT NULL\n\
+             \x20         email: varchar(200)\n\
+             \x20         amount: numeric(12,2) NOT NULL DEFAULT 0\n\
+             \x20         created_at: timestamptz NOT NULL DEFAULT now()\n\
+             \x20         attrs: jsonb\n\
+             \x20       primary_key: [id]\n\
+             \x20       unique: [[name]]\n\
+             \x20       indexes: [[created_at]]\n\
+             \x20       checks: [{{ name: t{i}_amount_check, expression: amount >= 0 }}]\n"
+        )?;
+        if i > 0 {
+            writeln!(
+                yaml,
+                "        foreign_keys: [{{ columns: [parent_id], references: bench.t{}(id), on_delete: cascade }}]",
+                i - 1
+            )?;
+        }
+    }
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), &sql)?;
+    let mut psql = pg.psql_command("bench")?;
+    psql.args(["-q", "-1", "-f"]).arg(file.path());
+    let out = psql.output().await?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let spec = Arc::new(ExpectedSchema::from_yaml(&yaml)?);
+
+    let target = DatabaseTarget::new("bench").dsn(Secret::inline(dsn));
+    let check = SchemaCheck::new(&target, spec, "bench", true);
+    let warm = run_one(&check).await;
+    if !warm.outcome.is_passed() {
+        bail!("schema check did not pass: {:?}", warm.outcome);
+    }
+    let mut totals = Vec::with_capacity(rounds);
+    let mut catalog = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let r = run_one(&check).await;
+        if !r.outcome.is_passed() {
+            bail!("schema check did not pass: {:?}", r.outcome);
+        }
+        totals.push(r.duration);
+        let ms = r
+            .measurement("catalog_read_time")
+            .and_then(|m| m.value)
+            .unwrap_or(f64::NAN);
+        catalog.push(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let stats = |mut v: Vec<Duration>| {
+        v.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        format!(
+            "min {:.1} ms, median {:.1} ms, max {:.1} ms",
+            ms(v[0]),
+            ms(v[v.len() / 2]),
+            ms(v[v.len() - 1])
+        )
+    };
+    println!(
+        "schema validation of {tables} tables ({} columns), exact mode, {rounds} rounds:",
+        tables * 7
+    );
+    println!(
+        "  whole check (connect + catalog + diff): {}",
+        stats(totals.clone())
+    );
+    println!(
+        "  catalog round (6 queries):              {}",
+        stats(catalog)
+    );
+    let median = {
+        let mut v = totals;
+        v.sort();
+        v[v.len() / 2]
+    };
+    println!(
+        "  target < 1 s: {}",
+        if median < Duration::from_secs(1) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! `database.<name>.schema.<pg_schema>` and `database.<name>.schema`: the live schema against
+//! the expected one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use citadel_itest_core::{
+    BoxError, Category, Check, CheckContext, CheckId, ErrorKind, Measurement, Outcome, Unit,
+};
+use sqlx::Connection as _;
+
+use crate::catalog::{Catalog, Namespaces};
+use crate::config::DatabaseTarget;
+use crate::connect::{Connector, describe};
+use crate::diff::{diff_database, diff_namespace};
+use crate::spec::ExpectedSchema;
+
+/// The expected schema, or why it could not be loaded (reported when the check runs).
+pub(crate) type LoadedSpec = Result<Arc<ExpectedSchema>, String>;
+
+/// Compares one Postgres schema (namespace) with its declaration: tables, columns (type,
+/// nullability, default, identity), primary key, unique keys, foreign keys (with actions),
+/// indexes (columns, uniqueness, method, predicate), check constraints and row-level security.
+/// With `exact`, anything present but not declared is a difference too.
+///
+/// Reads the catalog in one round of queries (six, whatever the number of tables). Fails with
+/// every difference, e.g. `column chat.sessions.user_id: expected uuid NOT NULL, found text NULL;
+/// missing index chat.messages(session_id)`. Measures `catalog_read_time`, `tables`,
+/// `differences`.
+#[derive(Debug, Clone)]
+pub struct SchemaCheck {
+    id: CheckId,
+    connector: Arc<Connector>,
+    spec: LoadedSpec,
+    namespace: String,
+    exact: bool,
+    timeout: Duration,
+}
+
+impl SchemaCheck {
+    /// The check of `namespace` as declared in `expected`, on `target`.
+    pub fn new(
+        target: &DatabaseTarget,
+        expected: Arc<ExpectedSchema>,
+        namespace: impl Into<String>,
+        exact: bool,
+    ) -> Self {
+        Self::build(
+            Arc::new(Connector::new(target)),
+            Ok(expected),
+            namespace.into(),
+            exact,
+        )
+    }
+
+    pub(crate) fn build(
+        connector: Arc<Connector>,
+        spec: LoadedSpec,
+        namespace: String,
+        exact: bool,
+    ) -> Self {
+        SchemaCheck {
+            id: CheckId::new(format!("database.{}.schema.{namespace}", connector.name)),
+            timeout: base_timeout(connector.target()),
+            connector,
+            spec,
+            namespace,
+            exact,
+        }
+    }
+
+    async fn evaluate(&self) -> Result<Outcome, BoxError> {
+        let spec = self.spec.as_ref().map_err(|e| e.clone())?;
+        let Some(ns_spec) = spec.schemas.get(&self.namespace) else {
+            return Err(format!("schema {} is not declared", self.namespace).into());
+        };
+        let mut conn = self
+            .connector
+            .connect(&self.connector.app_name("schema"))
+            .await?;
+        let started = Instant::now();
+        let catalog = Catalog::read(&mut conn, &Namespaces::Only(vec![self.namespace.clone()]))
+            .await
+            .map_err(|e| {
+                format!(
+                    "read the catalog of database {}: {}",
+                    self.connector.name,
+                    describe(&e)
+                )
+            })?;
+        let read_time = started.elapsed();
+        let _ = conn.close().await;
+        let diffs = diff_namespace(&self.namespace, ns_spec, &catalog, self.exact, &[]);
+        Ok(verdict(
+            diffs,
+            vec![
+                Measurement::duration("catalog_read_time", read_time),
+                Measurement::new("tables", catalog.tables.len() as f64, Unit::Count),
+            ],
+        ))
+    }
+}
+
+/// Budget of a check of `target`: its `timeout`, else the runner's default.
+pub(crate) fn base_timeout(target: &DatabaseTarget) -> Duration {
+    target
+        .timeout
+        .unwrap_or(citadel_itest_core::DEFAULT_CHECK_TIMEOUT)
+}
+
+/// Passed without differences, else Failed listing them; `differences` is always measured.
+pub(crate) fn verdict(diffs: Vec<String>, mut measurements: Vec<Measurement>) -> Outcome {
+    measurements.push(Measurement::new(
+        "differences",
+        diffs.len() as f64,
+        Unit::Count,
+    ));
+    if diffs.is_empty() {
+        Outcome::Passed { measurements }
+    } else {
+        Outcome::Failed {
+            message: diffs.join("; "),
+            measurements,
+        }
+    }
+}
+
+/// Runs `work` unless the run is cancelled first.
+pub(crate) async fn cancellable<F>(
+    ctx: &CheckContext,
+    what: &str,
+    work: F,
+) -> Result<Outcome, BoxError>
+where
+    F: std::future::Future<Output = Result<Outcome, BoxError>>,
+{
+    tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => Ok(Outcome::error(ErrorKind::Cancelled, format!("{what} cancelled"))),
+        outcome = work => outcome,
+    }
+}
+
+#[async_trait]
+impl Check for SchemaCheck {
+    fn id(&self) -> &CheckId {
+        &self.id
+    }
+
+    fn category(&self) -> Category {
+        Category::Schema
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
+
+    async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
+        cancellable(ctx, &format!("schema check {}", self.id), self.evaluate()).await
+    }
+}
+
+/// The database as a whole against the expected schema: required extensions (name, version,
+/// schema) and, with `exact`, no undeclared extension (besides `plpgsql`) or schema.
+#[derive(Debug, Clone)]
+pub struct DatabaseSchemaCheck {
+    id: CheckId,
+    connector: Arc<Connector>,
+    spec: LoadedSpec,
+    exact: bool,
+    timeout: Duration,
+}
+
+impl DatabaseSchemaCheck {
+    /// The database-wide check of `expected` on `target`.
+    pub fn new(target: &DatabaseTarget, expected: Arc<ExpectedSchema>, exact: bool) -> Self {
+        Self::build(Arc::new(Connector::new(target)), Ok(expected), exact)
+    }
+
+    pub(crate) fn build(connector: Arc<Connector>, spec: LoadedSpec, exact: bool) -> Self {
+        DatabaseSchemaCheck {
+            id: CheckId::new(format!("database.{}.schema", connector.name)),
+            timeout: base_timeout(connector.target()),
+            connector,
+            spec,
+            exact,
+        }
+    }
+
+    async fn evaluate(&self) -> Result<Outcome, BoxError> {
+        let spec = self.spec.as_ref().map_err(|e| e.clone())?;
+        let mut conn = self
+            .connector
+            .connect(&self.connector.app_name("schema"))
+            .await?;
+        let started = Instant::now();
+        // Only namespaces and extensions matter here; tables are read only in exact mode.
+        let namespaces = if self.exact {
+            Namespaces::NonSystem
+        } else {
+            Namespaces::Only(Vec::new())
+        };
+        let catalog = Catalog::read(&mut conn, &namespaces).await.map_err(|e| {
+            format!(
+                "read the catalog of database {}: {}",
+                self.connector.name,
+                describe(&e)
+            )
+        })?;
+        let read_time = started.elapsed();
+        let _ = conn.close().await;
+        let diffs = diff_database(spec, &catalog, self.exact);
+        Ok(verdict(
+            diffs,
+            vec![
+                Measurement::duration("catalog_read_time", read_time),
+                Measurement::new("extensions", catalog.extensions.len() as f64, Unit::Count),
+            ],
+        ))
+    }
+}
+
+#[async_trait]
+impl Check for DatabaseSchemaCheck {
+    fn id(&self) -> &CheckId {
+        &self.id
+    }
+
+    fn category(&self) -> Category {
+        Category::Schema
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
+
+    async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
+        cancellable(ctx, &format!("schema check {}", self.id), self.evaluate()).await
+    }
+}

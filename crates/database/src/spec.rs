@@ -1,0 +1,830 @@
+//! The expected schema, as declared in YAML (inline under `schema:` or in a `schema.file`).
+//!
+//! ```yaml
+//! extensions: [pgcrypto]
+//! schemas:
+//!   chat:
+//!     tables:
+//!       sessions:
+//!         columns:
+//!           id: uuid NOT NULL DEFAULT gen_random_uuid()
+//!           user_id: uuid NOT NULL
+//!           title: text
+//!         primary_key: [id]
+//!         foreign_keys:
+//!           - { columns: [user_id], references: auth.users(id), on_delete: cascade }
+//!         indexes:
+//!           - [user_id]
+//!         checks: [sessions_title_not_blank]
+//!         row_level_security: true
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::Path;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::ident::ColumnsRef;
+
+/// Everything expected of a database: extensions and, per Postgres schema, its tables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ExpectedSchema {
+    /// Extensions that must be installed (`pgcrypto`, or `{ name, version, schema }`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<ExtensionSpec>,
+    /// Postgres schemas (namespaces) by name; each gets its own check.
+    #[serde(default)]
+    pub schemas: BTreeMap<String, NamespaceSpec>,
+}
+
+impl ExpectedSchema {
+    /// An empty expectation.
+    pub fn new() -> Self {
+        ExpectedSchema::default()
+    }
+
+    /// Read an expected schema from a YAML file. Errors name the file and the key path inside it.
+    pub fn from_file(path: &Path) -> Result<Self, SpecFileError> {
+        use figment::providers::{Format, Yaml};
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(SpecFileError {
+                path: path.display().to_string(),
+                message: format!("cannot read it: {e}"),
+            });
+        }
+        figment::Figment::from(Yaml::file_exact(path))
+            .extract::<ExpectedSchema>()
+            .map_err(|e| SpecFileError {
+                path: path.display().to_string(),
+                message: e
+                    .into_iter()
+                    .map(|e| {
+                        let at = e.path.join(".");
+                        if at.is_empty() {
+                            e.kind.to_string()
+                        } else {
+                            format!("{at}: {}", e.kind)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })
+    }
+
+    /// Parse an expected schema from YAML text (for code and tests).
+    pub fn from_yaml(text: &str) -> Result<Self, SpecFileError> {
+        use figment::providers::{Format, Yaml};
+        figment::Figment::from(Yaml::string(text))
+            .extract::<ExpectedSchema>()
+            .map_err(|e| SpecFileError {
+                path: "<inline>".to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Add a Postgres schema.
+    pub fn schema(mut self, name: impl Into<String>, spec: NamespaceSpec) -> Self {
+        self.schemas.insert(name.into(), spec);
+        self
+    }
+
+    /// Require an extension.
+    pub fn extension(mut self, spec: ExtensionSpec) -> Self {
+        self.extensions.push(spec);
+        self
+    }
+
+    /// Semantic problems (`path: message`), e.g. a foreign key whose column counts differ.
+    pub(crate) fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, ext) in self.extensions.iter().enumerate() {
+            if ext.name.trim().is_empty() {
+                out.push((format!("extensions[{i}].name"), "must not be empty".into()));
+            }
+        }
+        for (ns, spec) in &self.schemas {
+            for (table, t) in &spec.tables {
+                let at = format!("schemas.{ns}.tables.{table}");
+                if t.columns.is_empty() {
+                    out.push((format!("{at}.columns"), "list at least one column".into()));
+                }
+                for (name, col) in &t.columns {
+                    if col.type_name.trim().is_empty() {
+                        out.push((
+                            format!("{at}.columns.{name}.type"),
+                            "must not be empty".into(),
+                        ));
+                    }
+                }
+                let check_cols = |cols: &[String]| -> Option<String> {
+                    if cols.is_empty() {
+                        Some("list at least one column".into())
+                    } else {
+                        cols.iter()
+                            .find(|c| !t.columns.contains_key(*c))
+                            .map(|c| format!("column `{c}` is not among the table's columns"))
+                    }
+                };
+                if let Some(pk) = &t.primary_key {
+                    if let Some(m) = check_cols(pk) {
+                        out.push((format!("{at}.primary_key"), m));
+                    }
+                }
+                for (i, u) in t.unique.iter().enumerate() {
+                    if let Some(m) = check_cols(u) {
+                        out.push((format!("{at}.unique[{i}]"), m));
+                    }
+                }
+                for (i, fk) in t.foreign_keys.iter().enumerate() {
+                    if let Some(m) = check_cols(&fk.columns) {
+                        out.push((format!("{at}.foreign_keys[{i}].columns"), m));
+                    }
+                    if fk.columns.len() != fk.references.columns.len() {
+                        out.push((
+                            format!("{at}.foreign_keys[{i}]"),
+                            format!(
+                                "{} columns reference {} columns of {}",
+                                fk.columns.len(),
+                                fk.references.columns.len(),
+                                fk.references.table
+                            ),
+                        ));
+                    }
+                }
+                for (i, ix) in t.indexes.iter().enumerate() {
+                    if ix.columns.is_empty() {
+                        out.push((
+                            format!("{at}.indexes[{i}].columns"),
+                            "list at least one column or expression".into(),
+                        ));
+                    }
+                }
+                for (i, c) in t.checks.iter().enumerate() {
+                    if c.name.trim().is_empty() {
+                        out.push((format!("{at}.checks[{i}].name"), "must not be empty".into()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// An expected schema file that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected schema {path}: {message}")]
+pub struct SpecFileError {
+    /// The file.
+    pub path: String,
+    /// What is wrong, with key paths inside the file.
+    pub message: String,
+}
+
+/// An extension that must be installed.
+///
+/// Written as its name (`pgcrypto`) or as `{ name: vector, version: "0.7.0", schema: public }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ExtensionSpec {
+    /// `pg_extension.extname`.
+    pub name: String,
+    /// Required version (`pg_extension.extversion`); any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Schema it must be installed in; any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+}
+
+impl ExtensionSpec {
+    /// Any version of `name`, in any schema.
+    pub fn new(name: impl Into<String>) -> Self {
+        ExtensionSpec {
+            name: name.into(),
+            version: None,
+            schema: None,
+        }
+    }
+}
+
+/// One Postgres schema (namespace).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NamespaceSpec {
+    /// Tables by name.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableSpec>,
+}
+
+impl NamespaceSpec {
+    /// A schema without tables.
+    pub fn new() -> Self {
+        NamespaceSpec::default()
+    }
+
+    /// Add a table.
+    pub fn table(mut self, name: impl Into<String>, spec: TableSpec) -> Self {
+        self.tables.insert(name.into(), spec);
+        self
+    }
+}
+
+/// One table: columns and constraints. Lists not given are not compared (except in exact mode,
+/// where anything present but not declared is a difference).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TableSpec {
+    /// Columns by name: `TYPE [NOT NULL] [DEFAULT expr]` or `{ type, not_null, default, identity }`.
+    pub columns: BTreeMap<String, ColumnSpec>,
+    /// Primary key columns, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<Vec<String>>,
+    /// Unique keys: each a list of columns, met by a unique constraint or a unique index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unique: Vec<Vec<String>>,
+    /// Foreign keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys: Vec<ForeignKeySpec>,
+    /// Indexes: a list of columns/expressions, or `{ columns, unique, method, name, predicate }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexSpec>,
+    /// Check constraints: a name, or `{ name, expression }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSpec>,
+    /// Whether row-level security is enabled; not compared when absent (exact mode: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_level_security: Option<bool>,
+    /// Whether row-level security is forced on the owner too; not compared when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_row_level_security: Option<bool>,
+}
+
+impl TableSpec {
+    /// A table without columns yet.
+    pub fn new() -> Self {
+        TableSpec::default()
+    }
+
+    /// Add a column from its short form, e.g. `uuid NOT NULL DEFAULT gen_random_uuid()`.
+    pub fn column(mut self, name: impl Into<String>, definition: &str) -> Self {
+        self.columns
+            .insert(name.into(), ColumnSpec::parse(definition));
+        self
+    }
+
+    /// Set the primary key.
+    pub fn primary_key(mut self, columns: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.primary_key = Some(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Add an index on `columns`.
+    pub fn index(mut self, columns: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.indexes.push(IndexSpec::new(columns));
+        self
+    }
+
+    /// Add a foreign key.
+    pub fn foreign_key(mut self, fk: ForeignKeySpec) -> Self {
+        self.foreign_keys.push(fk);
+        self
+    }
+
+    /// Require row-level security on or off.
+    pub fn row_level_security(mut self, enabled: bool) -> Self {
+        self.row_level_security = Some(enabled);
+        self
+    }
+}
+
+/// One column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ColumnSpec {
+    /// The type as Postgres spells it or a common alias: `uuid`, `text`, `varchar(255)`,
+    /// `timestamptz`, `int`, `numeric(12,2)`, `text[]`, `serial`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `NOT NULL`; nullability is always compared.
+    #[serde(default)]
+    pub not_null: bool,
+    /// Default expression, compared when given (casts, case and spacing ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Identity column (`always` or `by_default`); compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+}
+
+impl ColumnSpec {
+    /// A column of `type_name`, nullable, without default.
+    pub fn new(type_name: impl Into<String>) -> Self {
+        ColumnSpec {
+            type_name: type_name.into(),
+            not_null: false,
+            default: None,
+            identity: None,
+        }
+    }
+
+    /// Parse the short form `TYPE [NOT NULL | NULL] [DEFAULT expr]` (keywords in any case).
+    pub fn parse(definition: &str) -> Self {
+        let text = definition.trim();
+        let upper = text.to_ascii_uppercase();
+        let default_at = find_keyword(&upper, "DEFAULT");
+        let (head, default) = match default_at {
+            Some(i) => (
+                &text[..i],
+                Some(text[i + "DEFAULT".len()..].trim().to_string()),
+            ),
+            None => (text, None),
+        };
+        let head_upper = head.to_ascii_uppercase();
+        let (type_name, not_null) = if let Some(i) = find_keyword(&head_upper, "NOT NULL") {
+            (head[..i].trim(), true)
+        } else if let Some(i) = find_keyword(&head_upper, "NULL") {
+            (head[..i].trim(), false)
+        } else {
+            (head.trim(), false)
+        };
+        ColumnSpec {
+            type_name: type_name.to_string(),
+            not_null,
+            default: default.filter(|d| !d.is_empty()),
+            identity: None,
+        }
+    }
+}
+
+/// Byte offset of `word` as a whole word in `upper` (already uppercase), outside parentheses.
+fn find_keyword(upper: &str, word: &str) -> Option<usize> {
+    let bytes = upper.as_bytes();
+    let mut depth = 0i32;
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0
+            && bytes[i..].starts_with(word.as_bytes())
+            && (i == 0 || bytes[i - 1].is_ascii_whitespace())
+            && bytes
+                .get(i + word.len())
+                .is_none_or(|b| b.is_ascii_whitespace())
+        {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// `GENERATED ALWAYS AS IDENTITY` or `GENERATED BY DEFAULT AS IDENTITY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Identity {
+    /// `GENERATED ALWAYS AS IDENTITY`.
+    Always,
+    /// `GENERATED BY DEFAULT AS IDENTITY`.
+    ByDefault,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Identity::Always => "GENERATED ALWAYS AS IDENTITY",
+            Identity::ByDefault => "GENERATED BY DEFAULT AS IDENTITY",
+        })
+    }
+}
+
+/// A foreign key from this table's `columns` to `references`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ForeignKeySpec {
+    /// Referencing columns of this table, in order.
+    pub columns: Vec<String>,
+    /// Referenced table and columns: `auth.users(id)`.
+    pub references: ColumnsRef,
+    /// Required `ON DELETE` action; any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_delete: Option<ReferentialAction>,
+    /// Required `ON UPDATE` action; any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_update: Option<ReferentialAction>,
+}
+
+impl ForeignKeySpec {
+    /// `columns` referencing `references`.
+    pub fn new(
+        columns: impl IntoIterator<Item = impl Into<String>>,
+        references: ColumnsRef,
+    ) -> Self {
+        ForeignKeySpec {
+            columns: columns.into_iter().map(Into::into).collect(),
+            references,
+            on_delete: None,
+            on_update: None,
+        }
+    }
+
+    /// Require an `ON DELETE` action.
+    pub fn on_delete(mut self, action: ReferentialAction) -> Self {
+        self.on_delete = Some(action);
+        self
+    }
+}
+
+/// What a foreign key does when the referenced row goes away or changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReferentialAction {
+    /// `NO ACTION` (the default).
+    NoAction,
+    /// `RESTRICT`.
+    Restrict,
+    /// `CASCADE`.
+    Cascade,
+    /// `SET NULL`.
+    SetNull,
+    /// `SET DEFAULT`.
+    SetDefault,
+}
+
+impl ReferentialAction {
+    /// From `pg_constraint.confdeltype` / `confupdtype`.
+    pub(crate) fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "a" => ReferentialAction::NoAction,
+            "r" => ReferentialAction::Restrict,
+            "c" => ReferentialAction::Cascade,
+            "n" => ReferentialAction::SetNull,
+            "d" => ReferentialAction::SetDefault,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ReferentialAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReferentialAction::NoAction => "NO ACTION",
+            ReferentialAction::Restrict => "RESTRICT",
+            ReferentialAction::Cascade => "CASCADE",
+            ReferentialAction::SetNull => "SET NULL",
+            ReferentialAction::SetDefault => "SET DEFAULT",
+        })
+    }
+}
+
+/// An index: written as a list of columns (`[session_id, created_at]`) or as a map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct IndexSpec {
+    /// Key columns or expressions (`lower(email)`), in order.
+    pub columns: Vec<String>,
+    /// Whether it must (true) or must not (false) be unique; any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<bool>,
+    /// Access method: `btree`, `hash`, `gin`, `gist`, `brin`, `hnsw`, ...; any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Required index name; any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Partial index predicate (`WHERE ...`); compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicate: Option<String>,
+}
+
+impl IndexSpec {
+    /// An index on `columns`, any uniqueness and method.
+    pub fn new(columns: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        IndexSpec {
+            columns: columns.into_iter().map(Into::into).collect(),
+            unique: None,
+            method: None,
+            name: None,
+            predicate: None,
+        }
+    }
+}
+
+/// A check constraint, by name; its expression is compared when given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CheckSpec {
+    /// `pg_constraint.conname`.
+    pub name: String,
+    /// The condition, e.g. `balance >= 0` (casts, case, spacing and parentheses ignored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+}
+
+impl CheckSpec {
+    /// A check constraint named `name`, any expression.
+    pub fn new(name: impl Into<String>) -> Self {
+        CheckSpec {
+            name: name.into(),
+            expression: None,
+        }
+    }
+}
+
+// Short forms: a string (or a list, for indexes) stands for the whole map. The map forms are
+// private derived twins, so errors inside a map keep serde's precise messages and key paths.
+
+/// Accepts a short form `S` (string or sequence) or a map `M`, both convertible to `T`.
+struct ShortOr<T, S, M>(PhantomData<(T, S, M)>);
+
+impl<'de, T, S, M> Visitor<'de> for ShortOr<T, S, M>
+where
+    S: Deserialize<'de> + Into<T>,
+    M: Deserialize<'de> + Into<T>,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a short form or a map")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        S::deserialize(de::value::StrDeserializer::<E>::new(v)).map(Into::into)
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<T, E> {
+        self.visit_str(&v)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+        S::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Into::into)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        M::deserialize(de::value::MapAccessDeserializer::new(map)).map(Into::into)
+    }
+}
+
+macro_rules! short_form {
+    ($ty:ty, $short:ty, $map:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(ShortOr::<$ty, $short, $map>(PhantomData))
+            }
+        }
+    };
+}
+
+short_form!(ExtensionSpec, ExtensionName, ExtensionMap);
+short_form!(ColumnSpec, ColumnShort, ColumnMap);
+short_form!(IndexSpec, Vec<String>, IndexMap);
+short_form!(CheckSpec, CheckName, CheckMap);
+
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct ExtensionName(String);
+
+impl From<ExtensionName> for ExtensionSpec {
+    fn from(v: ExtensionName) -> Self {
+        ExtensionSpec::new(v.0)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtensionMap {
+    name: String,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    schema: Option<String>,
+}
+
+impl From<ExtensionMap> for ExtensionSpec {
+    fn from(v: ExtensionMap) -> Self {
+        ExtensionSpec {
+            name: v.name,
+            version: v.version,
+            schema: v.schema,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct ColumnShort(String);
+
+impl From<ColumnShort> for ColumnSpec {
+    fn from(v: ColumnShort) -> Self {
+        ColumnSpec::parse(&v.0)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnMap {
+    #[serde(rename = "type")]
+    type_name: String,
+    #[serde(default)]
+    not_null: bool,
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    identity: Option<Identity>,
+}
+
+impl From<ColumnMap> for ColumnSpec {
+    fn from(v: ColumnMap) -> Self {
+        ColumnSpec {
+            type_name: v.type_name,
+            not_null: v.not_null,
+            default: v.default,
+            identity: v.identity,
+        }
+    }
+}
+
+impl From<Vec<String>> for IndexSpec {
+    fn from(columns: Vec<String>) -> Self {
+        IndexSpec::new(columns)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexMap {
+    columns: Vec<String>,
+    #[serde(default)]
+    unique: Option<bool>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    predicate: Option<String>,
+}
+
+impl From<IndexMap> for IndexSpec {
+    fn from(v: IndexMap) -> Self {
+        IndexSpec {
+            columns: v.columns,
+            unique: v.unique,
+            method: v.method,
+            name: v.name,
+            predicate: v.predicate,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct CheckName(String);
+
+impl From<CheckName> for CheckSpec {
+    fn from(v: CheckName) -> Self {
+        CheckSpec::new(v.0)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckMap {
+    name: String,
+    #[serde(default)]
+    expression: Option<String>,
+}
+
+impl From<CheckMap> for CheckSpec {
+    fn from(v: CheckMap) -> Self {
+        CheckSpec {
+            name: v.name,
+            expression: v.expression,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_forms_read_the_same() {
+        let spec = ExpectedSchema::from_yaml(
+            r#"
+extensions: [pgcrypto, { name: vector, version: "0.7.0" }]
+schemas:
+  chat:
+    tables:
+      sessions:
+        columns:
+          id: uuid NOT NULL DEFAULT gen_random_uuid()
+          title: varchar(200) null
+          created_at: { type: timestamptz, not_null: true, default: now() }
+          n: { type: bigint, identity: always, not_null: true }
+        primary_key: [id]
+        indexes:
+          - [title]
+          - { columns: [created_at], unique: false, method: brin }
+        checks: [title_len, { name: n_pos, expression: n > 0 }]
+        foreign_keys:
+          - { columns: [id], references: auth.users(id), on_delete: set_null }
+"#,
+        )
+        .unwrap();
+        assert_eq!(spec.extensions[0], ExtensionSpec::new("pgcrypto"));
+        assert_eq!(spec.extensions[1].version.as_deref(), Some("0.7.0"));
+        let t = &spec.schemas["chat"].tables["sessions"];
+        let id = &t.columns["id"];
+        assert_eq!(
+            (id.type_name.as_str(), id.not_null, id.default.as_deref()),
+            ("uuid", true, Some("gen_random_uuid()"))
+        );
+        let title = &t.columns["title"];
+        assert_eq!(
+            (title.type_name.as_str(), title.not_null),
+            ("varchar(200)", false)
+        );
+        assert!(t.columns["created_at"].not_null);
+        assert_eq!(t.columns["n"].identity, Some(Identity::Always));
+        assert_eq!(t.indexes[0], IndexSpec::new(["title"]));
+        assert_eq!(t.indexes[1].method.as_deref(), Some("brin"));
+        assert_eq!(t.checks[1].expression.as_deref(), Some("n > 0"));
+        assert_eq!(
+            t.foreign_keys[0].on_delete,
+            Some(ReferentialAction::SetNull)
+        );
+        assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_place() {
+        let err = ExpectedSchema::from_yaml(
+            "schemas: { chat: { tables: { t: { columns: { a: { type: int, nulable: true } } } } } }",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("nulable"), "{err}");
+        let spec = ExpectedSchema::from_yaml(
+            r#"
+schemas:
+  chat:
+    tables:
+      t:
+        columns: { a: int }
+        primary_key: [b]
+        foreign_keys: [{ columns: [a], references: "x.y(a, b)" }]
+"#,
+        )
+        .unwrap();
+        let problems = spec.problems();
+        assert_eq!(
+            problems,
+            [
+                (
+                    "schemas.chat.tables.t.primary_key".to_string(),
+                    "column `b` is not among the table's columns".to_string()
+                ),
+                (
+                    "schemas.chat.tables.t.foreign_keys[0]".to_string(),
+                    "1 columns reference 2 columns of x.y".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn column_short_form_keeps_parentheses_and_keywords_apart() {
+        let c = ColumnSpec::parse("numeric(12, 2) not null default 0");
+        assert_eq!(
+            (c.type_name.as_str(), c.not_null, c.default.as_deref()),
+            ("numeric(12, 2)", true, Some("0"))
+        );
+        let c = ColumnSpec::parse("text DEFAULT 'NOT NULL'");
+        assert_eq!(
+            (c.type_name.as_str(), c.not_null, c.default.as_deref()),
+            ("text", false, Some("'NOT NULL'"))
+        );
+        let c = ColumnSpec::parse("tëxt NOT NULL DEFAULT 'é'");
+        assert_eq!(
+            (c.type_name.as_str(), c.not_null, c.default.as_deref()),
+            ("tëxt", true, Some("'é'"))
+        );
+        let c = ColumnSpec::parse("timestamp with time zone");
+        assert_eq!(
+            (c.type_name.as_str(), c.not_null),
+            ("timestamp with time zone", false)
+        );
+    }
+}
