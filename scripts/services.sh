@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # The local stack on fixed loopback ports, under target/services/:
-#   PostgreSQL 55432 (scram password auth), Prometheus 59090, gateway (nginx) 58080.
+#   PostgreSQL 55432 (scram password auth; demo schema in `citadel`, model request log in
+#   `citadel_requests`), Prometheus 59090 (scraping every service below), three model backends
+#   58101-58103 (testkit's OpenAI-compatible fixture: model-a, model-b, model-c), the Qdrant fixture
+#   (REST 56333, gRPC 56334, API key) and the gateway (nginx) 58080 in front of the model backends.
 # Usage: scripts/services.sh up|down|status|env      (idempotent; `up` prints the env it exports)
+# Secrets (Postgres password, Qdrant API key) live in files under target/services/; only their
+# paths are printed. CITADEL_FIXTURES_BIN may name an already built citadel-itest-fixtures binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ROOT="$PWD/target/services"
 PG_PORT=55432 PROM_PORT=59090 GW_PORT=58080
-PG_USER=citadel PG_DB=citadel
+PG_USER=citadel PG_DB=citadel PG_REQUESTS_DB=citadel_requests
+MODEL_PORTS=(58101 58102 58103) MODEL_IDS=(model-a model-b model-c)
+MODELS="llama-3-8b,mistral-7b,text-embedding-small"
+QDRANT_HTTP_PORT=56333 QDRANT_GRPC_PORT=56334
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
 
@@ -30,12 +38,24 @@ http_ok() { # url
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
+random_secret() { head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c "${1:-24}"; }
+
+psql_citadel() { # database, psql args...
+  local db=$1; shift
+  PGPASSWORD="$(cat "$ROOT/postgres/password")" psql -X -h 127.0.0.1 -p $PG_PORT -U "$PG_USER" -d "$db" "$@"
+}
+
+ensure_database() { # name
+  psql_citadel postgres -tAq -c "SELECT 1 FROM pg_database WHERE datname='$1'" | grep -q 1 \
+    || psql_citadel postgres -q -c "CREATE DATABASE $1" >/dev/null
+}
+
 pg_up() {
   local dir="$ROOT/postgres" data="$ROOT/postgres/data"
   if pid_alive "$data/postmaster.pid"; then return 0; fi
   mkdir -p "$dir"
   if [ ! -f "$dir/password" ]; then
-    head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20 > "$dir/password"
+    random_secret 20 > "$dir/password"
   fi
   chmod 0755 "$ROOT" "$dir"
   if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$dir"; fi
@@ -50,10 +70,51 @@ pg_up() {
   as_pg "$(pg_bin pg_ctl)" -D "$data" -l "$dir/postgres.log" -w -t 30 \
     -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $dir/sock" start >/dev/null \
     || { tail -20 "$dir/postgres.log" >&2; return 1; }
-  PGPASSWORD="$(cat "$dir/password")" psql -h 127.0.0.1 -p $PG_PORT -U "$PG_USER" -d postgres -tAq \
-    -c "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1 \
-    || PGPASSWORD="$(cat "$dir/password")" psql -h 127.0.0.1 -p $PG_PORT -U "$PG_USER" -d postgres -q \
-      -c "CREATE DATABASE $PG_DB" >/dev/null
+  ensure_database "$PG_DB"
+  ensure_database "$PG_REQUESTS_DB"
+  # The demo schema the database tester validates (idempotent, one transaction).
+  psql_citadel "$PG_DB" -q -v ON_ERROR_STOP=1 -1 -f config/database/demo_schema.sql >/dev/null
+}
+
+fixtures_bin() {
+  if [ -n "${CITADEL_FIXTURES_BIN:-}" ]; then echo "$CITADEL_FIXTURES_BIN"; return 0; fi
+  cargo build --quiet -p citadel-itest-testkit --features fixtures-bin --bin citadel-itest-fixtures >&2
+  echo "$PWD/target/debug/citadel-itest-fixtures"
+}
+
+models_up() {
+  local dir="$ROOT/models" bin i port id
+  mkdir -p "$dir"
+  # The request log's URL carries the password: it goes to a file, never to a command line.
+  ( umask 077
+    printf 'postgres://%s:%s@127.0.0.1:%s/%s\n' "$PG_USER" "$(cat "$ROOT/postgres/password")" \
+      "$PG_PORT" "$PG_REQUESTS_DB" > "$dir/database_url" )
+  bin=$(fixtures_bin)
+  for i in 0 1 2; do
+    port=${MODEL_PORTS[$i]} id=${MODEL_IDS[$i]}
+    pid_alive "$dir/$id.pid" && continue
+    nohup "$bin" models --port "$port" --backend-id "$id" --models "$MODELS" \
+      --ttft 20ms --itl 2ms --seed $((i + 1)) --database-url "file:$dir/database_url" \
+      >"$dir/$id.log" 2>&1 &
+    echo $! > "$dir/$id.pid"
+  done
+  for i in 0 1 2; do
+    wait_for "model backend ${MODEL_IDS[$i]} on 127.0.0.1:${MODEL_PORTS[$i]}" 15 http_ok "${MODEL_PORTS[$i]}" /health \
+      || { tail -20 "$dir/${MODEL_IDS[$i]}.log" >&2; return 1; }
+  done
+}
+
+qdrant_up() {
+  local dir="$ROOT/qdrant" bin
+  if pid_alive "$dir/pid"; then return 0; fi
+  mkdir -p "$dir"
+  [ -f "$dir/api_key" ] || ( umask 077; random_secret 32 > "$dir/api_key" )
+  bin=$(fixtures_bin)
+  nohup "$bin" qdrant --http-port $QDRANT_HTTP_PORT --grpc-port $QDRANT_GRPC_PORT \
+    --api-key "file:$dir/api_key" >"$dir/qdrant.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for "qdrant fixture on 127.0.0.1:$QDRANT_HTTP_PORT" 15 http_ok $QDRANT_HTTP_PORT /readyz \
+    || { tail -20 "$dir/qdrant.log" >&2; return 1; }
 }
 
 prom_up() {
@@ -68,6 +129,15 @@ scrape_configs:
   - job_name: prometheus
     static_configs:
       - targets: ['127.0.0.1:$PROM_PORT']
+  - job_name: models
+    static_configs:
+      - targets: ['127.0.0.1:${MODEL_PORTS[0]}', '127.0.0.1:${MODEL_PORTS[1]}', '127.0.0.1:${MODEL_PORTS[2]}']
+  - job_name: qdrant
+    authorization:
+      type: Bearer
+      credentials_file: $ROOT/qdrant/api_key
+    static_configs:
+      - targets: ['127.0.0.1:$QDRANT_HTTP_PORT']
 YAML
   nohup prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
     --web.listen-address="127.0.0.1:$PROM_PORT" --web.enable-lifecycle \
@@ -96,10 +166,25 @@ http {
   fastcgi_temp_path $dir/tmp/fastcgi;
   uwsgi_temp_path $dir/tmp/uwsgi;
   scgi_temp_path $dir/tmp/scgi;
+  upstream models {
+    server 127.0.0.1:${MODEL_PORTS[0]} max_fails=1 fail_timeout=5s;
+    server 127.0.0.1:${MODEL_PORTS[1]} max_fails=1 fail_timeout=5s;
+    server 127.0.0.1:${MODEL_PORTS[2]} max_fails=1 fail_timeout=5s;
+    keepalive 16;
+  }
   server {
     listen 127.0.0.1:$GW_PORT;
     location = /health { default_type application/json; return 200 '{"status":"ok"}'; }
-    location / { default_type application/json; return 503 '{"error":{"message":"no model backends are configured yet","type":"unavailable","code":"no_backends"}}'; }
+    location / {
+      proxy_pass http://models;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 60s;
+      proxy_connect_timeout 2s;
+      proxy_next_upstream error timeout http_502 http_503;
+      proxy_next_upstream_tries 3;
+    }
   }
 }
 CONF
@@ -118,6 +203,11 @@ export CITADEL_PG_DATABASE=$PG_DB
 export CITADEL_PG_PASSWORD_FILE=$ROOT/postgres/password
 export CITADEL_PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
 export CITADEL_GATEWAY_URL=http://127.0.0.1:$GW_PORT
+export CITADEL_MODEL_URLS=http://127.0.0.1:${MODEL_PORTS[0]},http://127.0.0.1:${MODEL_PORTS[1]},http://127.0.0.1:${MODEL_PORTS[2]}
+export CITADEL_REQUESTS_DATABASE=$PG_REQUESTS_DB
+export CITADEL_QDRANT_URL=http://127.0.0.1:$QDRANT_HTTP_PORT
+export CITADEL_QDRANT_GRPC_URL=http://127.0.0.1:$QDRANT_GRPC_PORT
+export CITADEL_QDRANT_API_KEY_FILE=$ROOT/qdrant/api_key
 ENV
 }
 
@@ -138,6 +228,9 @@ down() {
   if pid_alive "$data/postmaster.pid"; then as_pg "$(pg_bin pg_ctl)" -D "$data" -m fast -w stop >/dev/null || true; fi
   stop_pidfile "$ROOT/prometheus/pid"
   stop_pidfile "$ROOT/gateway/nginx.pid"
+  local id
+  for id in "${MODEL_IDS[@]}"; do stop_pidfile "$ROOT/models/$id.pid"; done
+  stop_pidfile "$ROOT/qdrant/pid"
 }
 
 status() {
@@ -145,6 +238,13 @@ status() {
   pid_alive "$ROOT/postgres/data/postmaster.pid" && echo "postgres   up   127.0.0.1:$PG_PORT" || { echo "postgres   down"; rc=1; }
   pid_alive "$ROOT/prometheus/pid" && echo "prometheus up   127.0.0.1:$PROM_PORT" || { echo "prometheus down"; rc=1; }
   pid_alive "$ROOT/gateway/nginx.pid" && echo "gateway    up   127.0.0.1:$GW_PORT" || { echo "gateway    down"; rc=1; }
+  local i
+  for i in 0 1 2; do
+    pid_alive "$ROOT/models/${MODEL_IDS[$i]}.pid" && echo "${MODEL_IDS[$i]}    up   127.0.0.1:${MODEL_PORTS[$i]}" \
+      || { echo "${MODEL_IDS[$i]}    down"; rc=1; }
+  done
+  pid_alive "$ROOT/qdrant/pid" && echo "qdrant     up   127.0.0.1:$QDRANT_HTTP_PORT (REST) 127.0.0.1:$QDRANT_GRPC_PORT (gRPC)" \
+    || { echo "qdrant     down"; rc=1; }
   return $rc
 }
 
@@ -152,7 +252,7 @@ case "${1:-}" in
   up)
     ensure_packages
     mkdir -p "$ROOT"
-    pg_up; prom_up; gw_up
+    pg_up; models_up; qdrant_up; prom_up; gw_up
     status >&2
     print_env ;;
   down) down; status >&2 || true ;;

@@ -45,6 +45,12 @@ use citadel_itest_core::config::{Config, ConfigError, ConfigLoader, ConfigProble
 /// The `basic` tester (feature `basic`).
 #[cfg(feature = "basic")]
 pub use citadel_itest_basic as basic;
+/// The `database` tester (feature `database`).
+#[cfg(feature = "database")]
+pub use citadel_itest_database as database;
+/// The `external_api` tester (feature `external-api`).
+#[cfg(feature = "external-api")]
+pub use citadel_itest_external_api as external_api;
 
 /// The README's code blocks, compiled as doctests so they stay true.
 #[cfg(doctest)]
@@ -54,9 +60,10 @@ pub struct ReadmeDoctests;
 /// The reference configuration: every key, commented (`config/reference.yaml`).
 pub const REFERENCE_YAML: &str = include_str!("../../../config/reference.yaml");
 
-/// Builds a tester from its section; problems are appended. `None` when the section is absent
-/// or invalid.
-pub type BuildTester = fn(&Config, &mut Vec<ConfigProblem>) -> Option<Box<dyn IntegrationTester>>;
+/// Builds a tester from its section and the suite's run id (temporary objects carry it);
+/// problems are appended. `None` when the section is absent or invalid.
+pub type BuildTester =
+    fn(&Config, &str, &mut Vec<ConfigProblem>) -> Option<Box<dyn IntegrationTester>>;
 
 /// How a tester is found in configuration and built from it.
 pub struct TesterEntry {
@@ -73,9 +80,25 @@ pub fn registry() -> Vec<TesterEntry> {
     #[cfg(feature = "basic")]
     entries.push(TesterEntry {
         section: "basic",
-        build: |c, p| {
+        build: |c, _run_id, p| {
             citadel_itest_basic::from_config(c, p)
                 .map(|t| Box::new(t) as Box<dyn IntegrationTester>)
+        },
+    });
+    #[cfg(feature = "database")]
+    entries.push(TesterEntry {
+        section: "database",
+        build: |c, _run_id, p| {
+            citadel_itest_database::from_config(c, p)
+                .map(|t| Box::new(t) as Box<dyn IntegrationTester>)
+        },
+    });
+    #[cfg(feature = "external-api")]
+    entries.push(TesterEntry {
+        section: "external_api",
+        build: |c, run_id, p| {
+            citadel_itest_external_api::from_config(c, p)
+                .map(|t| Box::new(t.run_id(run_id)) as Box<dyn IntegrationTester>)
         },
     });
     entries
@@ -87,6 +110,8 @@ pub struct Loaded {
     pub config: Config,
     /// One tester per configured section, in registry order.
     pub testers: Vec<Box<dyn IntegrationTester>>,
+    /// The run id the testers were built with; [`plan`] gives it to the suite.
+    pub run_id: String,
 }
 
 /// Load config files (in order) over the defaults, then `CITADEL_ITEST__*` env, then
@@ -109,12 +134,17 @@ pub fn load(
     }
     let config = loader.load()?;
     let mut problems = Vec::new();
+    let run_id = new_run_id();
     let testers: Vec<Box<dyn IntegrationTester>> = entries
         .iter()
-        .filter_map(|e| (e.build)(&config, &mut problems))
+        .filter_map(|e| (e.build)(&config, &run_id, &mut problems))
         .collect();
     if problems.is_empty() {
-        Ok(Loaded { config, testers })
+        Ok(Loaded {
+            config,
+            testers,
+            run_id,
+        })
     } else {
         Err(ConfigError { problems })
     }
@@ -188,6 +218,7 @@ pub fn plan(
     }
     let run = &loaded.config.run;
     let mut b = Suite::builder()
+        .run_id(loaded.run_id.clone())
         .concurrency(run.concurrency)
         .default_timeout(run.timeout)
         .deadline(run.deadline)

@@ -19,6 +19,9 @@ fn repo_file(rel: &str) -> PathBuf {
 fn reference_yaml_parses_and_sets_every_core_key() {
     Jail::expect_with(|jail| {
         jail.set_env("CITADEL_GATEWAY_TOKEN", "reference-token");
+        jail.set_env("CITADEL_POSTGRES_PASSWORD", "reference-pg-password");
+        jail.set_env("CITADEL_QDRANT_API_KEY", "reference-qdrant-key");
+        jail.set_env("CITADEL_PROMETHEUS_PASSWORD", "reference-prom-password");
         jail.create_file("reference.yaml", citadel_itest::REFERENCE_YAML)?;
         let loaded = citadel_itest::load(&["reference.yaml".into()], Vec::new())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -31,7 +34,7 @@ fn reference_yaml_parses_and_sets_every_core_key() {
             Duration::from_millis(200)
         );
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
-        assert_eq!(names, ["basic"]);
+        assert_eq!(names, ["basic", "database", "external_api"]);
         // Every section this build knows is documented in the reference.
         for entry in citadel_itest::registry() {
             assert!(
@@ -46,15 +49,57 @@ fn reference_yaml_parses_and_sets_every_core_key() {
 
 #[test]
 fn local_yaml_is_valid_and_loopback_only() {
-    let path = repo_file("config/local.yaml");
-    let loaded = citadel_itest::load(std::slice::from_ref(&path), Vec::new())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let checks: usize = loaded.testers.iter().map(|t| t.checks().len()).sum();
-    assert!(checks >= 7, "{checks}");
-    let text = std::fs::read_to_string(path).unwrap();
-    for line in text.lines().filter(|l| l.contains("://")) {
-        assert!(line.contains("://127.0.0.1:"), "not loopback: {line}");
-    }
+    Jail::expect_with(|jail| {
+        // The stack's secret files and the expected schema, where local.yaml looks for them
+        // (relative to the working directory, like `scripts/demo.sh` runs it).
+        let dir = jail.directory().to_path_buf();
+        for sub in [
+            "target/services/postgres",
+            "target/services/qdrant",
+            "config/database",
+        ] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        jail.create_file("target/services/postgres/password", "local-pg-password")?;
+        jail.create_file("target/services/qdrant/api_key", "local-qdrant-key")?;
+        std::fs::copy(
+            repo_file("config/database/expected_schema.yaml"),
+            dir.join("config/database/expected_schema.yaml"),
+        )
+        .unwrap();
+        let path = repo_file("config/local.yaml");
+        let loaded = citadel_itest::load(std::slice::from_ref(&path), Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["basic", "database", "external_api"]);
+        let ids: Vec<String> = loaded
+            .testers
+            .iter()
+            .flat_map(|t| t.checks())
+            .map(|c| c.id().to_string())
+            .collect();
+        assert_eq!(
+            ids.iter()
+                .filter(|i| i.starts_with("external_api."))
+                .count(),
+            18
+        );
+        for id in [
+            "basic.model_c.health",
+            "basic.qdrant.health",
+            "database.citadel.pooling",
+        ] {
+            assert!(ids.iter().any(|i| i == id), "{id} missing: {ids:?}");
+        }
+        let summary = loaded.config.summary().to_string();
+        assert!(!summary.contains("local-pg-password") && !summary.contains("local-qdrant-key"));
+
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines().filter(|l| l.contains("://")) {
+            assert!(line.contains("://127.0.0.1:"), "not loopback: {line}");
+        }
+        Ok(())
+    });
 }
 
 #[test]
@@ -69,6 +114,8 @@ fn the_deployment_template_takes_hosts_from_env() {
             "CITADEL_GATEWAY_URL",
             "CITADEL_PROMETHEUS_URL",
             "CITADEL_POSTGRES_HOST",
+            "CITADEL_QDRANT_URL",
+            "CITADEL_QDRANT_GRPC_URL",
         ] {
             assert!(
                 err.contains(&format!("environment variable {var} is not set")),
@@ -88,6 +135,10 @@ fn the_deployment_template_takes_hosts_from_env() {
         jail.set_env("CITADEL_PROMETHEUS_URL", "http://127.0.0.1:9090");
         jail.set_env("CITADEL_POSTGRES_HOST", "127.0.0.1");
         jail.set_env("CITADEL_GATEWAY_TOKEN", "t0ken-value");
+        jail.set_env("CITADEL_POSTGRES_PASSWORD", "pg-pa55word");
+        jail.set_env("CITADEL_QDRANT_URL", "http://127.0.0.1:6333");
+        jail.set_env("CITADEL_QDRANT_GRPC_URL", "http://127.0.0.1:6334");
+        jail.set_env("CITADEL_QDRANT_API_KEY", "qdrant-k3y");
         let loaded = citadel_itest::load(&[template], Vec::new()).unwrap_or_else(|e| panic!("{e}"));
         let c = &loaded.config;
         assert_eq!(c.run.timeout, Duration::from_secs(30));
@@ -95,7 +146,11 @@ fn the_deployment_template_takes_hosts_from_env() {
         assert_eq!(c.run.concurrency, 10);
         let summary = c.summary().to_string();
         assert!(summary.contains("postgres://127.0.0.1:5432"), "{summary}");
-        assert!(!summary.contains("t0ken-value"));
+        for secret in ["t0ken-value", "pg-pa55word", "qdrant-k3y"] {
+            assert!(!summary.contains(secret), "{secret} in {summary}");
+        }
+        let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["basic", "database", "external_api"]);
         Ok(())
     });
 }

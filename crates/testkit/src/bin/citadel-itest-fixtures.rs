@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// An OpenAI-compatible model server.
-    Models(ModelArgs),
+    Models(Box<ModelArgs>),
     /// A Qdrant-compatible vector server (REST and gRPC).
     Qdrant(QdrantArgs),
 }
@@ -219,7 +219,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Models(a) => run_models(a).await,
+            Command::Models(a) => run_models(*a).await,
             Command::Qdrant(a) => run_qdrant(a).await,
         }
     });
