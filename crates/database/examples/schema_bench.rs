@@ -127,6 +127,35 @@ async fn main() -> anyhow::Result<()> {
         "  catalog round (6 queries):              {}",
         stats(catalog)
     );
+    // The peer: `pg_dump --schema-only` of the same database, what a "dump and diff" schema check
+    // starts with (the diff itself comes on top). Same server, same rounds.
+    let mut dumps = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = std::time::Instant::now();
+        let out = std::process::Command::new("pg_dump")
+            .args([
+                "--schema-only",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                pg.user(),
+                "-d",
+                "bench",
+            ])
+            .arg("-p")
+            .arg(pg.port().to_string())
+            .env("PGPASSWORD", pg.password())
+            .output()
+            .context("run pg_dump (Debian package postgresql-client)")?;
+        if !out.status.success() {
+            bail!("pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        dumps.push(start.elapsed());
+    }
+    println!(
+        "  peer: pg_dump --schema-only (dump only, no diff): {}",
+        stats(dumps)
+    );
     let median = {
         let mut v = totals;
         v.sort();

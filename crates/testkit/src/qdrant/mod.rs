@@ -1,7 +1,7 @@
 //! A Qdrant-compatible vector server, in process: Qdrant's gRPC services (the server traits that
 //! the `qdrant-client` crate generates) and its REST API on a second port, over one in-memory
 //! store with exact brute-force search. It answers as the real Qdrant 1.18.3 does, down to the
-//! error texts and status codes recorded from one (see `docs/testkit-qdrant.md` for what is
+//! error texts and status codes recorded from one (see `docs/testkit.md` for what is
 //! covered and where it differs).
 //!
 //! ```no_run
