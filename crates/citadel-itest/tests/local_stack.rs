@@ -183,6 +183,19 @@ fn demo_config_passes_against_the_local_stack() {
         );
     }
 
+    // Versions as text in the details, as the servers report them.
+    for service in ["main_db", "vectors", "metrics"] {
+        let r = external
+            .iter()
+            .find(|r| r["id"] == format!("external_api.{service}.connectivity"))
+            .unwrap();
+        let version = r["details"]["server_version"].as_str().unwrap_or_default();
+        assert!(
+            version.chars().next().is_some_and(|c| c.is_ascii_digit()),
+            "{r}"
+        );
+    }
+
     // database: the demo schema validates exactly, data integrity and pooling pass.
     let database = of("database");
     let schema_checks = database

@@ -1,9 +1,10 @@
 //! The [`Check`] trait, its identity and context, and composition helpers.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -155,16 +156,69 @@ pub struct CheckContext {
     pub deadline: Instant,
     /// 1 for the first attempt, 2 for the first retry, ...
     pub attempt: u32,
+    /// Where [`detail`](Self::detail) writes; shared by all attempts of one check.
+    details: Details,
+}
+
+/// The details a check records while it runs; they become [`TestResult::details`]
+/// (`crate::TestResult`) and show up in the JSON report (redacted like every other text).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Details(Arc<Mutex<BTreeMap<String, serde_json::Value>>>);
+
+impl Details {
+    pub(crate) fn take(&self) -> BTreeMap<String, serde_json::Value> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn insert(&self, key: String, value: serde_json::Value) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, value);
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, serde_json::Value> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl CheckContext {
     /// A context with a fresh token and the given time budget (for tests and one-off runs).
     pub fn with_budget(budget: Duration) -> Self {
+        CheckContext::new(CancellationToken::new(), Instant::now() + budget, 1)
+    }
+
+    pub(crate) fn new(cancel: CancellationToken, deadline: Instant, attempt: u32) -> Self {
         CheckContext {
-            cancel: CancellationToken::new(),
-            deadline: Instant::now() + budget,
-            attempt: 1,
+            cancel,
+            deadline,
+            attempt,
+            details: Details::default(),
         }
+    }
+
+    pub(crate) fn with_details(mut self, details: Details) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// Record a fact for the reports: a server version string, the address reached, a count.
+    /// Text the reports show is redacted, but do not put secrets here. A later value for the
+    /// same key replaces the earlier one (also across retries).
+    ///
+    /// ```
+    /// # use citadel_itest_core::CheckContext;
+    /// let ctx = CheckContext::with_budget(std::time::Duration::from_secs(1));
+    /// ctx.detail("server_version", "15.18");
+    /// assert_eq!(ctx.details()["server_version"], "15.18");
+    /// ```
+    pub fn detail(&self, key: impl Into<String>, value: impl Into<serde_json::Value>) {
+        self.details.insert(key.into(), value.into());
+    }
+
+    /// The details recorded so far.
+    pub fn details(&self) -> BTreeMap<String, serde_json::Value> {
+        self.details.snapshot()
     }
 
     /// Time left before the deadline (zero when past it).

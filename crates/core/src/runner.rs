@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Category, Check, CheckContext, CheckId, IntegrationTester};
+use crate::check::{Category, Check, CheckContext, CheckId, Details, IntegrationTester};
 use crate::outcome::{ErrorKind, Outcome, Status, TestResult};
 use crate::report::{ReportError, Reporter};
 
@@ -445,11 +445,12 @@ fn cancelled_message(shared: &Shared) -> String {
 }
 
 async fn execute(check: Arc<dyn Check>, tester: String, shared: Arc<Shared>) -> TestResult {
-    let (outcome, duration, attempts) = match acquire(&shared).await {
+    let (outcome, duration, attempts, details) = match acquire(&shared).await {
         None => (
             Outcome::error(ErrorKind::Cancelled, cancelled_message(&shared)),
             Duration::ZERO,
             0,
+            BTreeMap::new(),
         ),
         Some(_permit) => run_guarded(&*check, &shared).await,
     };
@@ -460,17 +461,33 @@ async fn execute(check: Arc<dyn Check>, tester: String, shared: Arc<Shared>) -> 
         outcome,
         duration,
         attempts,
-        details: BTreeMap::new(),
+        details,
     }
 }
 
 /// Runs all attempts of a check under its timeout, honouring cancellation with a grace period.
-async fn run_guarded(check: &dyn Check, shared: &Shared) -> (Outcome, Duration, u32) {
+/// Returns the verdict, the wall time, the number of attempts and the details the check
+/// recorded (plus `earlier_attempts`: why each attempt before the last did not pass).
+async fn run_guarded(
+    check: &dyn Check,
+    shared: &Shared,
+) -> (Outcome, Duration, u32, BTreeMap<String, serde_json::Value>) {
     let started = Instant::now();
     let attempts = AtomicU32::new(0);
+    let details = Details::default();
+    let earlier = std::sync::Mutex::new(Vec::new());
     let timeout = check.timeout().unwrap_or(shared.default_timeout);
     let deadline = started + timeout;
-    let mut fut = std::pin::pin!(run_attempts(check, &shared.cancel, deadline, &attempts));
+    let mut fut = std::pin::pin!(run_attempts(
+        check,
+        &shared.cancel,
+        deadline,
+        Record {
+            attempts: &attempts,
+            details: &details,
+            earlier: &earlier,
+        },
+    ));
     let outcome = tokio::select! {
         biased;
         o = &mut fut => o,
@@ -481,11 +498,34 @@ async fn run_guarded(check: &dyn Check, shared: &Shared) -> (Outcome, Duration, 
         _ = shared.cancel.cancelled() => {
             match tokio::time::timeout(shared.cancel_grace, &mut fut).await {
                 Ok(o @ (Outcome::Passed { .. } | Outcome::Failed { .. } | Outcome::Skipped { .. })) => o,
+                // The check noticed the cancellation itself: its message says what it cleaned up.
+                Ok(o @ Outcome::Error { kind: ErrorKind::Cancelled, .. }) => o,
                 _ => Outcome::error(ErrorKind::Cancelled, cancelled_message(shared)),
             }
         }
     };
-    (outcome, started.elapsed(), attempts.load(Ordering::Relaxed))
+    let mut details = details.take();
+    let earlier = std::mem::take(&mut *earlier.lock().unwrap_or_else(|p| p.into_inner()));
+    if !earlier.is_empty() {
+        details.insert(
+            "earlier_attempts".to_string(),
+            serde_json::Value::from(earlier),
+        );
+    }
+    (
+        outcome,
+        started.elapsed(),
+        attempts.load(Ordering::Relaxed),
+        details,
+    )
+}
+
+/// Where the attempts of one check leave their traces.
+struct Record<'a> {
+    attempts: &'a AtomicU32,
+    details: &'a Details,
+    /// `attempt 1: failed: connection refused`, for each attempt that was retried.
+    earlier: &'a std::sync::Mutex<Vec<String>>,
 }
 
 async fn acquire(shared: &Shared) -> Option<tokio::sync::OwnedSemaphorePermit> {
@@ -503,17 +543,14 @@ async fn run_attempts(
     check: &dyn Check,
     cancel: &CancellationToken,
     deadline: Instant,
-    attempts: &AtomicU32,
+    record: Record<'_>,
 ) -> Outcome {
     let policy = check.retry_policy();
     let mut attempt = 1u32;
     loop {
-        attempts.store(attempt, Ordering::Relaxed);
-        let ctx = CheckContext {
-            cancel: cancel.clone(),
-            deadline,
-            attempt,
-        };
+        record.attempts.store(attempt, Ordering::Relaxed);
+        let ctx = CheckContext::new(cancel.clone(), deadline, attempt)
+            .with_details(record.details.clone());
         let outcome = match AssertUnwindSafe(check.run(&ctx)).catch_unwind().await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => Outcome::error(ErrorKind::Harness, crate::error_chain(&*e)),
@@ -535,6 +572,15 @@ async fn run_attempts(
         if Instant::now() + wait >= deadline {
             return outcome;
         }
+        let why = match &outcome {
+            Outcome::Error { kind, message } => format!("error ({kind}): {message}"),
+            other => format!("failed: {}", other.message().unwrap_or("")),
+        };
+        record
+            .earlier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("attempt {attempt}: {why}"));
         tokio::select! {
             _ = sleep(wait) => {}
             _ = cancel.cancelled() => return outcome,
@@ -565,7 +611,7 @@ pub async fn run_one(check: &dyn Check) -> TestResult {
         default_timeout: DEFAULT_CHECK_TIMEOUT,
         cancel_grace: Duration::from_secs(5),
     };
-    let (outcome, duration, attempts) = run_guarded(check, &shared).await;
+    let (outcome, duration, attempts, details) = run_guarded(check, &shared).await;
     let id = check.id().clone();
     TestResult {
         tester: id.as_str().split('.').next().unwrap_or("").to_string(),
@@ -574,6 +620,6 @@ pub async fn run_one(check: &dyn Check) -> TestResult {
         outcome,
         duration,
         attempts,
-        details: BTreeMap::new(),
+        details,
     }
 }

@@ -224,6 +224,14 @@ async fn retries_until_ready_stop_at_the_first_pass() {
     r.assert_passed();
     assert_eq!(r.attempts, 3);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Why the earlier attempts did not pass is kept for the report.
+    assert_eq!(
+        r.details["earlier_attempts"],
+        serde_json::json!([
+            "attempt 1: failed: not ready yet",
+            "attempt 2: failed: not ready yet"
+        ])
+    );
 
     // Out of retries: the last failure is the verdict.
     let check = check_fn("t.never", Category::Health, |_| async {
@@ -318,4 +326,63 @@ async fn a_harness_error_keeps_its_cause_chain() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn details_recorded_by_a_check_reach_the_result_and_the_json_report() {
+    let check = check_fn("t.versioned", Category::Connectivity, |ctx| async move {
+        ctx.detail("server_version", "15.18");
+        ctx.detail("address", "127.0.0.1:5432");
+        ctx.detail("address", "127.0.0.1:55432"); // the later value wins
+        Ok(Outcome::passed())
+    })
+    .boxed();
+    let r = run_one(&*check).await;
+    r.assert_passed();
+    assert_eq!(r.details["server_version"], "15.18");
+    assert_eq!(r.details["address"], "127.0.0.1:55432");
+    assert!(!r.details.contains_key("earlier_attempts"));
+
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let json = JsonReporter::to_memory(buffer.clone());
+    let out = Suite::builder()
+        .check("t", check)
+        .build()
+        .run(vec![Box::new(json) as Box<dyn Reporter>])
+        .await;
+    assert_eq!(out.results[0].details["server_version"], "15.18");
+    let report: serde_json::Value = serde_json::from_slice(&buffer.lock().unwrap()).unwrap();
+    assert_eq!(report["results"][0]["details"]["server_version"], "15.18");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_reports_its_own_cancellation_keeps_its_message() {
+    let token = CancellationToken::new();
+    let check = check_fn("t.cleanup", Category::Operations, |ctx| async move {
+        ctx.cancel.cancelled().await;
+        Ok(Outcome::error(
+            ErrorKind::Cancelled,
+            "cancelled during upsert; temporary collection removed",
+        ))
+    })
+    .boxed();
+    let t2 = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        t2.cancel();
+    });
+    let out = Suite::builder()
+        .check("t", check)
+        .cancellation(token)
+        .cancel_grace(Duration::from_secs(1))
+        .build()
+        .run(Vec::new())
+        .await;
+    let outcome = &out.results[0].outcome;
+    assert_eq!(outcome.status(), Status::Error);
+    assert_eq!(
+        outcome.message(),
+        Some("cancelled during upsert; temporary collection removed"),
+        "{outcome:?}"
+    );
 }

@@ -249,6 +249,7 @@ impl PostgresCheck {
             .await?;
         self.close(conn).await;
         let tls = tls.unwrap_or(false);
+        ctx.detail("server_version", version.as_str());
         tracing::debug!(target_name = %self.name(), %version, tls, "postgres connected");
         let Ok(version_num) = version_num.trim().parse::<f64>() else {
             return Ok(Outcome::failed(format!(

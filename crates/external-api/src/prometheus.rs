@@ -170,6 +170,7 @@ impl PrometheusCheck {
             Measurement::duration("buildinfo_time", buildinfo_time),
         ];
         measurements.extend(version_measurement(version));
+        ctx.detail("server_version", version);
         tracing::debug!(target_name = %self.name(), %version, "prometheus build info");
         Ok(Outcome::passed().with_measurements(measurements))
     }

@@ -266,6 +266,7 @@ impl QdrantCheck {
             Measurement::duration("grpc_health_time", grpc_time),
         ];
         measurements.extend(version_measurement(&health.version));
+        ctx.detail("server_version", health.version.as_str());
         tracing::debug!(target_name = %self.name(), version = %health.version, "qdrant connected");
         Ok(Outcome::passed().with_measurements(measurements))
     }

@@ -379,11 +379,12 @@ async fn a_run_cancelled_during_operations_leaves_no_table() {
         "{:?}",
         ops.outcome
     );
-    // The runner reports the cancellation; the check rolled back and closed its session
-    // within the grace before the suite returned.
-    assert_eq!(
-        ops.outcome.message(),
-        Some("cancelled before finishing: run interrupted")
+    // The check noticed the cancellation, rolled back and closed its session within the
+    // grace, and its own message (what it cleaned up) is the one reported.
+    let message = ops.outcome.message().unwrap_or_default();
+    assert!(
+        message.starts_with("operations on main_db cancelled: the transaction was rolled back"),
+        "{message}"
     );
     assert!(started.elapsed() < Duration::from_secs(20));
     drop(proxy);
