@@ -25,6 +25,7 @@
 
 pub mod check;
 pub mod config;
+mod neterr;
 pub mod outcome;
 pub mod report;
 pub mod runner;
@@ -33,6 +34,7 @@ pub use check::{
     BoxError, Category, Check, CheckContext, CheckExt, CheckId, FnCheck, IntegrationTester,
     RetryPolicy, RetryUntilReady, WithTimeout, check_fn,
 };
+pub use neterr::{io_error_text, io_error_words, io_error_words_in_chain};
 pub use outcome::{
     CheckFailed, Comparison, ErrorKind, Measurement, Outcome, Status, TestResult, Threshold, Unit,
     percentile,

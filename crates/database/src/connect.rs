@@ -199,15 +199,7 @@ pub(crate) fn sqlstate(err: &sqlx::Error) -> Option<String> {
 }
 
 fn io_words(err: &io::Error) -> String {
-    match err.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::TimedOut => "timed out".into(),
-        io::ErrorKind::ConnectionReset => "connection reset by peer".into(),
-        io::ErrorKind::ConnectionAborted => "connection aborted".into(),
-        io::ErrorKind::UnexpectedEof => "connection closed by the server".into(),
-        io::ErrorKind::BrokenPipe => "connection closed by the server".into(),
-        _ => error_chain(err),
-    }
+    citadel_itest_core::io_error_text(err)
 }
 
 #[cfg(test)]

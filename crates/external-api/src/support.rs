@@ -293,43 +293,15 @@ pub(crate) async fn tcp_connect(
     Err(Outcome::failed(format!("{step} {}", errors.join("; "))))
 }
 
-/// The words for an I/O error kind that has a well-known meaning, else `None`.
-pub(crate) fn io_words(kind: io::ErrorKind) -> Option<&'static str> {
-    Some(match kind {
-        io::ErrorKind::ConnectionRefused => "connection refused",
-        io::ErrorKind::TimedOut => "timed out",
-        io::ErrorKind::ConnectionReset => "connection reset by peer",
-        io::ErrorKind::ConnectionAborted => "connection aborted",
-        io::ErrorKind::HostUnreachable => "host unreachable",
-        io::ErrorKind::NetworkUnreachable => "network unreachable",
-        io::ErrorKind::AddrNotAvailable => "address not available",
-        io::ErrorKind::UnexpectedEof => "connection closed before a complete answer",
-        io::ErrorKind::BrokenPipe => "connection closed by peer",
-        _ => return None,
-    })
-}
-
 /// Classify an I/O error: well-known kinds as fixed words, the rest as the redacted chain.
 pub(crate) fn io_error(err: &io::Error) -> String {
-    match io_words(err.kind()) {
-        Some(words) => words.to_string(),
-        None => error_chain(err),
-    }
+    citadel_itest_core::io_error_text(err)
 }
 
 /// The words of the first well-known I/O error in an error's source chain.
 #[cfg_attr(not(any(feature = "qdrant", feature = "prometheus")), allow(dead_code))]
 pub(crate) fn io_words_in_chain(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if let Some(words) = io_words(io.kind()) {
-                return Some(words);
-            }
-        }
-        cur = e.source();
-    }
-    None
+    citadel_itest_core::io_error_words_in_chain(err)
 }
 
 /// Classify an HTTP client error by the first I/O error in its chain; else its redacted chain
