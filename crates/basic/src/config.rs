@@ -312,13 +312,6 @@ pub(crate) enum EndpointError {
     RelativePath(String),
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
 impl Validate for BasicConfig {
     fn validate(&self, v: &mut Validator<'_>) {
         if self.targets.is_empty() {
@@ -345,15 +338,7 @@ impl Validate for BasicConfig {
 
 impl Validate for TargetConfig {
     fn validate(&self, v: &mut Validator<'_>) {
-        if !valid_name(&self.name) {
-            v.error(
-                "name",
-                format!(
-                    "`{}` is not a valid name: use lowercase letters, digits, `_` and `-`",
-                    self.name
-                ),
-            );
-        }
+        v.name("name", &self.name);
         let endpoint = match Endpoint::parse(&self.url) {
             Ok(e) => Some(e),
             Err(e) => {
@@ -499,15 +484,6 @@ mod tests {
             "http://127.0.0.1:8080/ready?full=1"
         );
         assert!(e.join("health").is_err());
-    }
-
-    #[test]
-    fn names_are_restricted() {
-        assert!(valid_name("gateway"));
-        assert!(valid_name("model-1_a"));
-        assert!(!valid_name(""));
-        assert!(!valid_name("Gateway"));
-        assert!(!valid_name("a.b"));
     }
 
     #[test]

@@ -784,13 +784,6 @@ impl RecoveryConfig {
     }
 }
 
-pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
 impl Validate for DatabaseConfig {
     fn validate(&self, v: &mut Validator<'_>) {
         if self.databases.is_empty() {
@@ -817,15 +810,7 @@ impl Validate for DatabaseConfig {
 
 impl Validate for DatabaseTarget {
     fn validate(&self, v: &mut Validator<'_>) {
-        if !valid_name(&self.name) {
-            v.error(
-                "name",
-                format!(
-                    "`{}` is not a valid name: use lowercase letters, digits, `_` and `-`",
-                    self.name
-                ),
-            );
-        }
+        v.name("name", &self.name);
         match &self.dsn {
             Some(dsn) => {
                 for (key, set) in [
@@ -1040,14 +1025,8 @@ impl Validate for IntegrityConfig {
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, inv) in self.invariants.iter().enumerate() {
             let mut iv = v.at(&format!("invariants[{i}]"));
-            if !valid_name(&inv.name) {
-                iv.error(
-                    "name",
-                    format!(
-                        "`{}` is not a valid name: use lowercase letters, digits, `_` and `-`",
-                        inv.name
-                    ),
-                );
+            if !iv.name("name", &inv.name) {
+                // Named already; a duplicate of an invalid name adds nothing.
             } else if let Some(first) = seen.get(inv.name.as_str()) {
                 iv.error(
                     "name",

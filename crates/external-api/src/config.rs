@@ -1042,11 +1042,7 @@ impl fmt::Display for Problem {
 }
 
 fn name_problems(name: &str) -> Vec<Problem> {
-    let valid = !name.is_empty()
-        && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let valid = name.len() <= 40 && citadel_itest_core::config::is_valid_name(name);
     if valid {
         Vec::new()
     } else {

@@ -573,6 +573,21 @@ pub trait Validate {
     fn validate(&self, v: &mut Validator<'_>);
 }
 
+/// Whether `name` can be part of a check id: non-empty, lowercase ASCII letters, digits, `_`
+/// and `-` only.
+///
+/// ```
+/// use citadel_itest_core::config::is_valid_name;
+/// assert!(is_valid_name("model-1_a"));
+/// assert!(!is_valid_name("") && !is_valid_name("Gateway") && !is_valid_name("a.b"));
+/// ```
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// Collects problems with key paths and their source files.
 pub struct Validator<'a> {
     figment: &'a Figment,
@@ -618,6 +633,19 @@ impl<'a> Validator<'a> {
             source,
             message: message.into(),
         });
+    }
+
+    /// Check a name that becomes part of check ids (`[a-z0-9_-]+`); a problem at `key` when it
+    /// is not one. Returns whether it is valid.
+    pub fn name(&mut self, key: &str, name: &str) -> bool {
+        let valid = is_valid_name(name);
+        if !valid {
+            self.error(
+                key,
+                format!("`{name}` is not a valid name: use lowercase letters, digits, `_` and `-`"),
+            );
+        }
+        valid
     }
 
     /// Resolve a secret now; a missing env variable or unreadable file is a problem.
