@@ -83,6 +83,10 @@ fn fixture() -> (RunPlan, Vec<TestResult>, RunSummary) {
         ),
     ];
     results[1].attempts = 2;
+    results[1].details.insert(
+        "earlier_attempts".into(),
+        serde_json::json!(["attempt 1: failed: connection refused"]),
+    );
     results[4]
         .details
         .insert("server_version".into(), serde_json::json!("15.18"));
@@ -218,6 +222,10 @@ fn console_groups_by_tester_and_prints_a_summary_table() {
     assert!(
         text.contains("latency_p95 = 250ms violates threshold < 200ms"),
         "{text}"
+    );
+    assert!(
+        text.contains("\n          attempt 1: failed: connection refused\n"),
+        "earlier attempts are shown: {text}"
     );
     assert!(text.contains("ERROR database.main.pooling"), "{text}");
     assert!(text.contains("timeout: did not finish within 1s"), "{text}");

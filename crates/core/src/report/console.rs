@@ -78,12 +78,19 @@ fn result_line(r: &TestResult) -> String {
     line
 }
 
-fn detail_line(outcome: &Outcome) -> Option<String> {
-    match outcome {
+/// The lines under a result: its message, then why earlier attempts did not pass.
+fn detail_lines(r: &TestResult) -> Vec<String> {
+    let mut lines: Vec<String> = match &r.outcome {
         Outcome::Passed { .. } => None,
         Outcome::Error { kind, message } => Some(format!("{kind}: {}", redact_text(message))),
         other => other.message().map(redact_text),
     }
+    .into_iter()
+    .collect();
+    if let Some(earlier) = r.details.get("earlier_attempts").and_then(|v| v.as_array()) {
+        lines.extend(earlier.iter().filter_map(|e| e.as_str()).map(redact_text));
+    }
+    lines
 }
 
 fn rate(c: &Counts) -> String {
@@ -123,7 +130,7 @@ impl Reporter for ConsoleReporter {
             self.paint(status, label(status)),
             redact_text(&result_line(r))
         );
-        if let Some(d) = detail_line(&r.outcome) {
+        for d in detail_lines(r) {
             text.push_str(&format!("\n          {d}"));
         }
         self.results.push(r.clone());
@@ -150,7 +157,7 @@ impl Reporter for ConsoleReporter {
                     self.paint(status, label(status)),
                     redact_text(&result_line(r))
                 ));
-                if let Some(d) = detail_line(&r.outcome) {
+                for d in detail_lines(r) {
                     text.push_str(&format!("          {d}\n"));
                 }
             }
