@@ -15,3 +15,15 @@ else
   cargo test --workspace --all-targets --all-features --no-fail-fast
 fi
 cargo test --workspace --all-features --doc
+
+# A consumer embedding one tester compiles only that tester: every feature set on its own builds.
+for features in "" basic database external-api; do
+  cargo check --quiet -p citadel-itest --lib --no-default-features ${features:+--features "$features"}
+done
+for features in postgres qdrant prometheus; do
+  cargo check --quiet -p citadel-itest-external-api --lib --no-default-features --features "$features"
+done
+for features in models qdrant; do
+  cargo check --quiet -p citadel-itest-testkit --lib --no-default-features --features "$features"
+done
+echo "feature sets: each compiles on its own"
