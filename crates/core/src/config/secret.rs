@@ -82,6 +82,11 @@ impl Secret {
         Secret::Env(name.into())
     }
 
+    /// A secret read from the file at `path` at resolve time (trailing newlines dropped).
+    pub fn file(path: impl Into<std::path::PathBuf>) -> Self {
+        Secret::File(path.into())
+    }
+
     /// Where the value comes from, without the value: `inline`, `env FOO`, `file /x`.
     pub fn origin(&self) -> String {
         match self {
