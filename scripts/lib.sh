@@ -6,6 +6,7 @@ CITADEL_PACKAGES=(
   "postgresql-client:psql"
   "prometheus:prometheus"
   "nginx-light:nginx"
+  "openssl:openssl"
 )
 
 pg_bin() {

@@ -124,18 +124,56 @@ impl PostgresCheck {
         opts: &PgConnectOptions,
         step: &str,
     ) -> Result<PgConnection, Outcome> {
+        self.connect_mode(ctx, opts, step)
+            .await
+            .map(|(conn, _)| conn)
+    }
+
+    /// Open one connection like [`Self::connect`]; also returns the sslmode that got it
+    /// (`require` when `allow` had to fall back to TLS).
+    async fn connect_mode(
+        &self,
+        ctx: &CheckContext,
+        opts: &PgConnectOptions,
+        step: &str,
+    ) -> Result<(PgConnection, PgSslMode), Outcome> {
         match within(
             ctx.deadline,
             self.target.connect_timeout,
             "connect_timeout",
-            PgConnection::connect_with(opts),
+            connect_with(opts),
         )
         .await
         {
             Err(cut) => Err(cut.outcome(step)),
             Ok(Err(e)) => Err(Outcome::failed(format!("{step}: {}", sqlx_error(&e)))),
-            Ok(Ok(conn)) => Ok(conn),
+            Ok(Ok(opened)) => Ok(opened),
         }
+    }
+
+    /// The options the performance check's pool connects with. The pool opens its connections
+    /// with sqlx alone, whose `allow` never tries TLS, so with `allow` one connection settles
+    /// whether the server insists on TLS first.
+    async fn pool_options(
+        &self,
+        ctx: &CheckContext,
+        ep: &PgEndpoint,
+        opts: PgConnectOptions,
+    ) -> Result<PgConnectOptions, Outcome> {
+        if !matches!(opts.get_ssl_mode(), PgSslMode::Allow) {
+            return Ok(opts);
+        }
+        let step = self.connect_step(ep);
+        let (conn, mode) = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return Err(Outcome::error(
+                ErrorKind::Cancelled,
+                format!("performance of {} cancelled", self.name()),
+            )),
+            r = self.connect_mode(ctx, &opts, &step) => r?,
+        };
+        self.close(conn).await;
+        Ok(opts.ssl_mode(mode))
     }
 
     /// Run one query future, bounded by `request_timeout` and the deadline.
@@ -317,12 +355,12 @@ impl PostgresCheck {
             ctx.deadline,
             self.target.connect_timeout,
             "connect_timeout",
-            PgConnection::connect_with(&opts),
+            connect_with(&opts),
         )
         .await
         {
             Err(cut) => Err(cut.outcome(&probe)),
-            Ok(Ok(conn)) => {
+            Ok(Ok((conn, _))) => {
                 self.close(conn).await;
                 Ok(Outcome::Failed {
                     message: format!(
@@ -544,6 +582,7 @@ impl PostgresCheck {
         let ep = self.endpoint()?;
         let password = self.password(&ep)?;
         let opts = self.options(&ep, password.as_ref().map(SecretString::expose), None);
+        let opts = self.pool_options(ctx, &ep, opts).await?;
         let samples = self.common.settings.samples.max(1);
         let workers = self.target.pool_size.clamp(1, samples);
         let pool = PgPoolOptions::new()
@@ -845,6 +884,33 @@ fn misconfigured_message(name: &str, problems: &[Problem]) -> String {
         "cannot check {KIND} {name}: it is misconfigured: {}",
         list.join("; ")
     )
+}
+
+/// Opens one connection; returns it and the sslmode that got it.
+///
+/// sqlx treats `allow` as `disable` (it never tries TLS). libpq's `allow` tries plain first and,
+/// when the server refuses that session (a `hostssl`-only `pg_hba.conf` answers "no
+/// encryption"), tries again over TLS without verifying the certificate; so does this. If the
+/// TLS attempt cannot even start (no TLS in this build or on the server), the plain attempt's
+/// error is the one reported.
+async fn connect_with(opts: &PgConnectOptions) -> Result<(PgConnection, PgSslMode), sqlx::Error> {
+    let mode = opts.get_ssl_mode();
+    let plain = match PgConnection::connect_with(opts).await {
+        Ok(conn) => return Ok((conn, mode)),
+        Err(e) => e,
+    };
+    if !matches!(mode, PgSslMode::Allow)
+        || !POSTGRES_TLS
+        || !matches!(plain, sqlx::Error::Database(_))
+    {
+        return Err(plain);
+    }
+    let tls = opts.clone().ssl_mode(PgSslMode::Require);
+    match PgConnection::connect_with(&tls).await {
+        Ok(conn) => Ok((conn, PgSslMode::Require)),
+        Err(e @ sqlx::Error::Database(_)) => Err(e),
+        Err(_) => Err(plain),
+    }
 }
 
 fn ssl_mode(mode: SslMode) -> PgSslMode {

@@ -409,3 +409,129 @@ async fn check_ids_and_categories() {
         assert_eq!(c.timeout(), Some(settings.timeout));
     }
 }
+
+/// A testkit server with TLS (a throwaway CA and a certificate for 127.0.0.1).
+#[cfg(feature = "postgres-tls")]
+async fn tls_postgres() -> Postgres {
+    let started = Instant::now();
+    let pg = Postgres::builder()
+        .tls(true)
+        .start()
+        .await
+        .expect("start postgres (tls)");
+    eprintln!("postgres (tls) started in {:?}", started.elapsed());
+    pg
+}
+
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn all_six_checks_pass_over_tls_with_sslmode_require() {
+    let pg = tls_postgres().await;
+    let t = target(&pg).sslmode(SslMode::Require);
+    let tester = tester(ExternalApiConfig::new().postgres(t));
+    let out = run(&tester, None).await;
+    print_results(&out.results);
+    assert_eq!(out.results.len(), 6);
+    assert_all_passed(&out.results);
+    assert_no_secret(&out.results, &[pg.password()]);
+
+    let conf = result(&out.results, "external_api.main_db.configuration");
+    assert_eq!(value(conf, "tls_required"), 1.0);
+    assert_eq!(value(conf, "tls_available"), 1.0);
+    let conn = result(&out.results, "external_api.main_db.connectivity");
+    assert_eq!(value(conn, "tls"), 1.0, "the session uses TLS");
+    print_latencies(result(&out.results, "external_api.main_db.performance"));
+    assert_no_temp_tables(&pg).await;
+}
+
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn sslmode_verify_full_and_verify_ca_pass_with_the_servers_ca() {
+    let pg = tls_postgres().await;
+    let ca = pg
+        .ca_cert_path()
+        .expect("the TLS server's CA")
+        .to_path_buf();
+    let settings = settings().retry(citadel_itest_core::RetryPolicy::new(0, Duration::ZERO));
+
+    // As builder fields, and as DSN parameters.
+    let mut by_parts = target(&pg).sslmode(SslMode::VerifyFull);
+    by_parts.sslrootcert = Some(ca.clone());
+    let by_dsn = PostgresTarget::new("main_db")
+        .dsn(format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            pg.dsn(),
+            ca.display()
+        ))
+        .connect_timeout(Duration::from_secs(2));
+    let mut chain_only = target(&pg).sslmode(SslMode::VerifyCa);
+    chain_only.sslrootcert = Some(ca.clone());
+    for t in [by_parts, by_dsn, chain_only] {
+        let conf = run_one(&PostgresCheck::new(&t, Aspect::Configuration, &settings)).await;
+        conf.assert_passed();
+        let conn = run_one(&PostgresCheck::new(&t, Aspect::Connectivity, &settings)).await;
+        conn.assert_passed();
+        assert_eq!(value(&conn, "tls"), 1.0);
+        assert_no_secret(&[conf, conn], &[pg.password()]);
+    }
+}
+
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn sslmode_verify_full_without_sslrootcert_fails_on_the_certificate() {
+    let pg = tls_postgres().await;
+    let settings = settings().retry(citadel_itest_core::RetryPolicy::new(0, Duration::ZERO));
+    // No sslrootcert: the webpki roots, which never signed the testkit's throwaway CA.
+    let t = target(&pg).sslmode(SslMode::VerifyFull);
+    let started = Instant::now();
+    let conn = run_one(&PostgresCheck::new(&t, Aspect::Connectivity, &settings)).await;
+    assert_eq!(conn.outcome.status(), Status::Failed, "{:?}", conn.outcome);
+    let message = conn.outcome.message().unwrap();
+    eprintln!("{message} ({:?})", started.elapsed());
+    assert!(
+        message.starts_with(&format!("connect to main_db at 127.0.0.1:{}: ", pg.port())),
+        "{message}"
+    );
+    // rustls's words: `invalid peer certificate: UnknownIssuer`.
+    assert!(message.contains("invalid peer certificate"), "{message}");
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    assert_no_secret(std::slice::from_ref(&conn), &[pg.password()]);
+}
+
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn a_server_that_insists_on_tls_gets_it_with_sslmode_allow_and_refuses_disable() {
+    let started = Instant::now();
+    let pg = Postgres::builder()
+        .require_tls(true)
+        .start()
+        .await
+        .expect("start postgres (require_tls)");
+    eprintln!("postgres (require_tls) started in {:?}", started.elapsed());
+
+    // libpq's `allow`: plain first, TLS once the server refuses the plain session.
+    let t = target(&pg).sslmode(SslMode::Allow);
+    let tester = tester(ExternalApiConfig::new().postgres(t));
+    let out = run(&tester, None).await;
+    print_results(&out.results);
+    assert_eq!(out.results.len(), 6);
+    assert_all_passed(&out.results);
+    let conn = result(&out.results, "external_api.main_db.connectivity");
+    assert_eq!(value(conn, "tls"), 1.0);
+    let auth = result(&out.results, "external_api.main_db.authentication");
+    assert_eq!(value(auth, "auth_enforced_checked"), 1.0);
+    assert_no_secret(&out.results, &[pg.password()]);
+
+    // `disable` never gets in, and the server's reason is reported.
+    let settings = settings().retry(citadel_itest_core::RetryPolicy::new(0, Duration::ZERO));
+    let t = target(&pg).sslmode(SslMode::Disable);
+    let conn = run_one(&PostgresCheck::new(&t, Aspect::Connectivity, &settings)).await;
+    assert_eq!(conn.outcome.status(), Status::Failed, "{:?}", conn.outcome);
+    let message = conn.outcome.message().unwrap();
+    assert!(
+        message.contains("no pg_hba.conf entry") && message.contains("no encryption"),
+        "{message}"
+    );
+    assert!(message.ends_with("(SQLSTATE 28000)"), "{message}");
+    assert_no_secret(std::slice::from_ref(&conn), &[pg.password()]);
+}

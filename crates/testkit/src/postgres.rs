@@ -7,7 +7,12 @@
 //!
 //! Clients use the `psql` binary (no driver crate): [`Postgres::execute`],
 //! [`Postgres::create_database`] or a prepared [`Postgres::psql_command`].
+//!
+//! With [`PostgresBuilder::tls`] the launcher makes a throwaway CA and a server certificate for
+//! `127.0.0.1` / `localhost` with the `openssl` CLI (Debian package `openssl`) in the temp dir
+//! and starts the server with `ssl=on`; clients verify it against [`Postgres::ca_cert_path`].
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
@@ -24,8 +29,14 @@ const CLIENT_PACKAGE: &str = "postgresql-client";
 const DATABASE: &str = "postgres";
 const READY_LINE: &str = "database system is ready to accept connections";
 const DEFAULT_USER: &str = "citadel";
+const OPENSSL_PACKAGE: &str = "openssl";
 const INITDB_LIMIT: Duration = Duration::from_secs(120);
 const PSQL_LIMIT: Duration = Duration::from_secs(60);
+const OPENSSL_LIMIT: Duration = Duration::from_secs(30);
+/// How long the throwaway certificates are valid.
+const CERT_DAYS: &str = "3";
+/// The server certificate's common name (its subjectAltName also names `localhost`).
+const CERT_CN: &str = "127.0.0.1";
 
 /// How clients must authenticate (the `pg_hba.conf` method for every connection).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,6 +67,8 @@ pub struct PostgresBuilder {
     settings: Vec<(String, String)>,
     bin_dir: Option<PathBuf>,
     startup_timeout: Duration,
+    tls: bool,
+    require_tls: bool,
 }
 
 impl Default for PostgresBuilder {
@@ -67,6 +80,8 @@ impl Default for PostgresBuilder {
             settings: Vec::new(),
             bin_dir: None,
             startup_timeout: Duration::from_secs(30),
+            tls: false,
+            require_tls: false,
         }
     }
 }
@@ -80,6 +95,8 @@ impl fmt::Debug for PostgresBuilder {
             .field("settings", &self.settings)
             .field("bin_dir", &self.bin_dir)
             .field("startup_timeout", &self.startup_timeout)
+            .field("tls", &self.tls)
+            .field("require_tls", &self.require_tls)
             .finish()
     }
 }
@@ -121,6 +138,26 @@ impl PostgresBuilder {
         self
     }
 
+    /// Serves TLS (`ssl=on`) with a server certificate for `127.0.0.1` and `localhost`, signed
+    /// by a throwaway CA made in the temp dir with the `openssl` CLI (Debian package
+    /// `openssl`); [`Postgres::ca_cert_path`] is that CA for `sslrootcert`. Clients may still
+    /// connect without TLS unless [`PostgresBuilder::require_tls`] is set. Default off.
+    pub fn tls(mut self, yes: bool) -> Self {
+        self.tls = yes;
+        self
+    }
+
+    /// Accepts TCP connections only over TLS (`hostssl` lines in `pg_hba.conf`, with the
+    /// method of [`PostgresBuilder::auth`]); `true` implies [`PostgresBuilder::tls`]. A client
+    /// without TLS is refused with "no pg_hba.conf entry ... no encryption". Default off.
+    pub fn require_tls(mut self, yes: bool) -> Self {
+        self.require_tls = yes;
+        if yes {
+            self.tls = true;
+        }
+        self
+    }
+
     /// Creates the cluster and starts the server; returns once it accepts connections.
     pub async fn start(self) -> Result<Postgres, TestkitError> {
         self.start_inner()
@@ -143,6 +180,11 @@ impl PostgresBuilder {
         let bin_dirs: Vec<PathBuf> = self.bin_dir.into_iter().chain(newest_bin_dir()).collect();
         let initdb = process::find_program("initdb", PACKAGE, &bin_dirs)?;
         let postgres = process::find_program("postgres", PACKAGE, &bin_dirs)?;
+        let openssl = if self.tls {
+            Some(process::find_program("openssl", OPENSSL_PACKAGE, &[])?)
+        } else {
+            None
+        };
         let run_as = match process::effective_uid() {
             Some(0) => Some(SystemUser::lookup("postgres").ok_or_else(|| {
                 ErrorKind::UserNotFound {
@@ -185,9 +227,26 @@ impl PostgresBuilder {
         if let Some(user) = &run_as {
             cmd.uid(user.uid).gid(user.gid);
         }
-        let initdb_result = process::run_helper(cmd, "initdb", INITDB_LIMIT).await;
+        // The certificates are made while initdb runs: TLS adds next to nothing to start-up.
+        let certs = async {
+            match &openssl {
+                Some(openssl) => make_certs(openssl, &root.join("tls"), run_as.as_ref())
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (initdb_result, certs) =
+            tokio::join!(process::run_helper(cmd, "initdb", INITDB_LIMIT), certs);
         let _ = std::fs::remove_file(&pwfile);
         initdb_result?;
+        let certs = certs?;
+        if self.require_tls {
+            let hba = data_dir.join("pg_hba.conf");
+            let text = std::fs::read_to_string(&hba)
+                .map_err(|e| ErrorKind::io(format!("read {}", hba.display()), e))?;
+            process::write_file(&hba, &hostssl_only(&text))?;
+        }
 
         let spec = LaunchSpec {
             log: root.join("postgres.log"),
@@ -195,7 +254,19 @@ impl PostgresBuilder {
             signal: Signal::Int,
             timeout: self.startup_timeout,
         };
-        let settings = self.settings;
+        let mut settings = Vec::new();
+        if let Some(certs) = &certs {
+            settings.push(("ssl".to_owned(), "on".to_owned()));
+            settings.push((
+                "ssl_cert_file".to_owned(),
+                certs.server_cert.display().to_string(),
+            ));
+            settings.push((
+                "ssl_key_file".to_owned(),
+                certs.server_key.display().to_string(),
+            ));
+        }
+        settings.extend(self.settings);
         let command = |port: u16| {
             let mut cmd = Command::new(&postgres);
             cmd.arg("-D")
@@ -237,8 +308,145 @@ impl PostgresBuilder {
             auth: self.auth,
             bin_dirs,
             data_dir,
+            ca_cert: certs.map(|c| c.ca_cert),
         })
     }
+}
+
+/// The files a TLS server needs, in the launcher's temp dir.
+#[derive(Debug)]
+struct Certs {
+    ca_cert: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+/// The `openssl` config for both certificates: extensions rustls/webpki and libpq accept.
+const OPENSSL_CONFIG: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+
+[dn]
+CN = citadel-itest
+
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+
+[server_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+";
+
+/// Makes a throwaway CA and a server key and certificate (ECDSA P-256, valid a few days) in
+/// `dir`; the server files are given to `run_as` (PostgreSQL wants its key `0600` and its own).
+/// Only the CA certificate and the server's files are kept.
+async fn make_certs(
+    openssl: &Path,
+    dir: &Path,
+    run_as: Option<&SystemUser>,
+) -> Result<Certs, ErrorKind> {
+    process::create_dir(dir)?;
+    let config = dir.join("openssl.cnf");
+    let ca_key = dir.join("ca.key");
+    let csr = dir.join("server.csr");
+    let certs = Certs {
+        ca_cert: dir.join("ca.crt"),
+        server_cert: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+    };
+    process::write_file(&config, OPENSSL_CONFIG)?;
+    let openssl_cmd = |args: &[&OsStr]| {
+        let mut cmd = tokio::process::Command::new(openssl);
+        cmd.args(args).current_dir(dir).env("LC_ALL", "C");
+        cmd
+    };
+    let new_key: [&OsStr; 6] = [
+        "-newkey".as_ref(),
+        "ec".as_ref(),
+        "-pkeyopt".as_ref(),
+        "ec_paramgen_curve:prime256v1".as_ref(),
+        "-nodes".as_ref(),
+        "-sha256".as_ref(),
+    ];
+    let ca_serial = format!("0x{}", process::random_hex(16)?);
+    let mut ca = openssl_cmd(&["req".as_ref(), "-x509".as_ref()]);
+    ca.args(new_key)
+        .args(["-days", CERT_DAYS, "-set_serial", &ca_serial])
+        .args([
+            "-subj",
+            "/CN=citadel-itest throwaway CA",
+            "-extensions",
+            "ca_ext",
+        ])
+        .arg("-config")
+        .arg(&config)
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&certs.ca_cert);
+    let mut request = openssl_cmd(&["req".as_ref(), "-new".as_ref()]);
+    request
+        .args(new_key)
+        .args(["-subj", &format!("/CN={CERT_CN}")])
+        .arg("-config")
+        .arg(&config)
+        .arg("-keyout")
+        .arg(&certs.server_key)
+        .arg("-out")
+        .arg(&csr);
+    let (ca, request) = tokio::join!(
+        process::run_helper(ca, "openssl req -x509", OPENSSL_LIMIT),
+        process::run_helper(request, "openssl req -new", OPENSSL_LIMIT),
+    );
+    ca?;
+    request?;
+
+    let server_serial = format!("0x{}", process::random_hex(16)?);
+    let mut sign = openssl_cmd(&["x509".as_ref(), "-req".as_ref()]);
+    sign.arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&certs.ca_cert)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .args(["-set_serial", &server_serial, "-days", CERT_DAYS, "-sha256"])
+        .arg("-extfile")
+        .arg(&config)
+        .args(["-extensions", "server_ext"])
+        .arg("-out")
+        .arg(&certs.server_cert);
+    let signed = process::run_helper(sign, "openssl x509", OPENSSL_LIMIT).await;
+    // Nobody signs anything else with this CA.
+    for path in [&ca_key, &csr, &config] {
+        let _ = std::fs::remove_file(path);
+    }
+    signed?;
+
+    std::fs::set_permissions(&certs.server_key, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ErrorKind::io("chmod server.key", e))?;
+    if let Some(user) = run_as {
+        for path in [dir, &certs.server_cert, &certs.server_key] {
+            user.chown(path)?;
+        }
+    }
+    Ok(certs)
+}
+
+/// `pg_hba.conf` with every `host` line turned into `hostssl`: TCP only over TLS.
+fn hostssl_only(hba: &str) -> String {
+    hba.lines()
+        .map(|line| match line.strip_prefix("host") {
+            Some(rest) if rest.starts_with([' ', '\t']) => format!("hostssl{rest}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect()
 }
 
 fn validate_user(user: &str) -> Result<(), ErrorKind> {
@@ -280,6 +488,7 @@ pub struct Postgres {
     auth: PgAuth,
     bin_dirs: Vec<PathBuf>,
     data_dir: PathBuf,
+    ca_cert: Option<PathBuf>,
 }
 
 impl fmt::Debug for Postgres {
@@ -290,6 +499,7 @@ impl fmt::Debug for Postgres {
             .field("password", &"<redacted>")
             .field("auth", &self.auth)
             .field("data_dir", &self.data_dir)
+            .field("ca_cert", &self.ca_cert)
             .field("pid", &self.running.pid())
             .finish()
     }
@@ -358,6 +568,18 @@ impl Postgres {
         &self.data_dir
     }
 
+    /// Whether the server serves TLS ([`PostgresBuilder::tls`]).
+    pub fn tls(&self) -> bool {
+        self.ca_cert.is_some()
+    }
+
+    /// The PEM certificate of the throwaway CA that signed the server's certificate, for a
+    /// client's `sslrootcert` (with `sslmode=verify-full`); `None` without TLS. It lives in the
+    /// server's temp dir and is deleted on drop.
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
+    }
+
     /// The server's log file.
     pub fn log_path(&self) -> &Path {
         self.running.log()
@@ -371,6 +593,9 @@ impl Postgres {
     /// A `psql` command connected over TCP to `database` as the superuser, with the password
     /// in `PGPASSWORD`, `-X -w -v ON_ERROR_STOP=1` and a 10 s connect timeout. Add arguments
     /// such as `-c 'SELECT 1'`; override `PGPASSWORD` to try another password.
+    ///
+    /// Without TLS it sets `PGSSLMODE=disable`; on a TLS server `PGSSLMODE=verify-full` with
+    /// `PGSSLROOTCERT` = [`Postgres::ca_cert_path`]. Override either to try something else.
     pub fn psql_command(&self, database: &str) -> Result<tokio::process::Command, TestkitError> {
         let psql = process::find_program("psql", CLIENT_PACKAGE, &self.bin_dirs)
             .map_err(|kind| TestkitError::new("run psql on", SERVICE, kind))?;
@@ -384,10 +609,13 @@ impl Postgres {
             .arg(database)
             .env("PGPASSWORD", &self.password)
             .env("PGCONNECT_TIMEOUT", "10")
-            .env("PGSSLMODE", "disable")
             .env("LC_ALL", "C")
             .env_remove("PGSERVICE")
             .env_remove("PGOPTIONS");
+        match &self.ca_cert {
+            Some(ca) => cmd.env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", ca),
+            None => cmd.env("PGSSLMODE", "disable").env_remove("PGSSLROOTCERT"),
+        };
         Ok(cmd)
     }
 
@@ -466,6 +694,19 @@ mod tests {
         assert!(validate_user("citadel_1").is_ok());
         assert!(validate_user("").is_err());
         assert!(validate_user("a;b").is_err());
+    }
+
+    #[test]
+    fn require_tls_turns_host_lines_into_hostssl() {
+        let hba = "# host in a comment\nlocal   all all trust\nhost    all all 127.0.0.1/32 trust\n\
+                   host\treplication all ::1/128 trust\nhostssl all all ::1/128 trust\n";
+        assert_eq!(
+            hostssl_only(hba),
+            "# host in a comment\nlocal   all all trust\nhostssl    all all 127.0.0.1/32 trust\n\
+             hostssl\treplication all ::1/128 trust\nhostssl all all ::1/128 trust\n"
+        );
+        let b = Postgres::builder().require_tls(true);
+        assert!(b.tls && b.require_tls);
     }
 
     #[test]

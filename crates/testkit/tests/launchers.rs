@@ -427,3 +427,181 @@ async fn watchdog_cleans_up_after_a_test_process_dies() {
     assert!(!dir.exists(), "{} survived its test process", dir.display());
     assert!(refuses(port).await);
 }
+
+/// Runs `SELECT ssl FROM pg_stat_ssl` for this session with `psql "<conninfo>"` (its keywords
+/// override the `-h/-p/-U` and `PGSSLMODE` of [`Postgres::psql_command`]); returns (success,
+/// stdout, stderr).
+async fn session_ssl(pg: &Postgres, conninfo: &str) -> (bool, String, String) {
+    let mut cmd = pg.psql_command("postgres").expect("psql is installed");
+    cmd.arg("-d").arg(conninfo).args([
+        "-At",
+        "-c",
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    ]);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("psql finishes")
+        .expect("psql runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A self-signed CA that signed nothing the server has, written next to `pg`'s own CA (in its
+/// temp dir, so it goes when `pg` is dropped).
+async fn unrelated_ca(pg: &Postgres) -> std::path::PathBuf {
+    let dir = pg.ca_cert_path().unwrap().parent().unwrap();
+    let (key, cert) = (dir.join("other-ca.key"), dir.join("other-ca.crt"));
+    let out = tokio::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=unrelated CA", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("openssl finishes")
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cert
+}
+
+#[tokio::test]
+async fn postgres_with_tls_serves_sessions_verified_against_its_ca() {
+    let pg = timed("postgres (tls)", Postgres::builder().tls(true).start()).await;
+    assert!(pg.tls());
+    let ca = pg
+        .ca_cert_path()
+        .expect("a TLS server has a CA")
+        .to_path_buf();
+    let tls_dir = ca.parent().unwrap().to_path_buf();
+    assert!(tls_dir.starts_with(pg.data_dir().parent().unwrap()));
+    assert!(ca.is_file());
+    assert!(!tls_dir.join("ca.key").exists(), "the CA key is not kept");
+
+    // PostgreSQL insists its key is private and its own.
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let key = std::fs::metadata(tls_dir.join("server.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    let data = std::fs::metadata(pg.data_dir()).unwrap();
+    assert_eq!(
+        key.uid(),
+        data.uid(),
+        "the key belongs to the server's user"
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName,basicConstraints",
+            "-in",
+        ])
+        .arg(tls_dir.join("server.crt"))
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CN = 127.0.0.1"), "{text}");
+    assert!(
+        text.contains("IP Address:127.0.0.1, DNS:localhost"),
+        "{text}"
+    );
+    assert!(text.contains("CA:FALSE"), "{text}");
+
+    // verify-full: the chain ends at the testkit CA and the certificate names 127.0.0.1...
+    let verified = format!(
+        "host=127.0.0.1 port={} dbname=postgres sslmode=verify-full sslrootcert={}",
+        pg.port(),
+        ca.display()
+    );
+    let (ok, ssl, stderr) = session_ssl(&pg, &verified).await;
+    assert!(ok, "verify-full refused: {stderr}");
+    assert_eq!(ssl, "t");
+    // ... and localhost.
+    let by_name = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} dbname=postgres sslmode=verify-full \
+         sslrootcert={}",
+        pg.port(),
+        ca.display()
+    );
+    let (ok, ssl, stderr) = session_ssl(&pg, &by_name).await;
+    assert!(
+        ok && ssl == "t",
+        "verify-full for localhost: {ssl} {stderr}"
+    );
+    // `execute` goes over verified TLS on a TLS server.
+    assert_eq!(
+        pg.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .await
+            .unwrap()
+            .trim(),
+        "t"
+    );
+    // Without `require_tls` a client may still choose plain TCP.
+    let plain = format!(
+        "host=127.0.0.1 port={} dbname=postgres sslmode=disable",
+        pg.port()
+    );
+    let (ok, ssl, stderr) = session_ssl(&pg, &plain).await;
+    assert!(ok && ssl == "f", "plain session: {ssl} {stderr}");
+
+    // A CA that did not sign the server's certificate is refused.
+    let wrong = unrelated_ca(&pg).await;
+    let unverified = format!(
+        "host=127.0.0.1 port={} dbname=postgres sslmode=verify-full sslrootcert={}",
+        pg.port(),
+        wrong.display()
+    );
+    let (ok, _, stderr) = session_ssl(&pg, &unverified).await;
+    assert!(!ok, "verify-full accepted a wrong CA");
+    assert!(
+        stderr.contains("certificate verify failed"),
+        "unexpected error: {stderr}"
+    );
+
+    let dir = pg.data_dir().parent().unwrap().to_path_buf();
+    drop(pg);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[tokio::test]
+async fn postgres_with_require_tls_refuses_plain_connections() {
+    let pg = timed(
+        "postgres (require_tls, trust)",
+        Postgres::builder()
+            .require_tls(true)
+            .auth(PgAuth::Trust)
+            .start(),
+    )
+    .await;
+    assert!(pg.tls());
+    assert_eq!(
+        pg.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .await
+            .unwrap()
+            .trim(),
+        "t"
+    );
+    let (ok, stderr) = select_one_with(&pg, "any-password").await;
+    assert!(ok, "trust over TLS refused: {stderr}");
+
+    let plain = format!(
+        "host=127.0.0.1 port={} dbname=postgres sslmode=disable",
+        pg.port()
+    );
+    let (ok, _, stderr) = session_ssl(&pg, &plain).await;
+    assert!(!ok, "a plain session was let in");
+    assert!(
+        stderr.contains("no pg_hba.conf entry") && stderr.contains("no encryption"),
+        "unexpected error: {stderr}"
+    );
+}
