@@ -36,6 +36,14 @@ http_ok() { # url
   local rc=$?; exec 3<&- 3>&-; return $rc
 }
 
+port_free() { # port: fails, naming the port, when something already listens there
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "port 127.0.0.1:$1 is already in use by a process this stack did not start" \
+      "(another checkout's stack? stop it with its scripts/services.sh down)" >&2
+    return 1
+  fi
+}
+
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 random_secret() { head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c "${1:-24}"; }
@@ -53,6 +61,7 @@ ensure_database() { # name
 pg_up() {
   local dir="$ROOT/postgres" data="$ROOT/postgres/data"
   if pid_alive "$data/postmaster.pid"; then return 0; fi
+  port_free $PG_PORT
   mkdir -p "$dir"
   if [ ! -f "$dir/password" ]; then
     random_secret 20 > "$dir/password"
@@ -93,6 +102,7 @@ models_up() {
   for i in 0 1 2; do
     port=${MODEL_PORTS[$i]} id=${MODEL_IDS[$i]}
     pid_alive "$dir/$id.pid" && continue
+    port_free "$port"
     nohup "$bin" models --port "$port" --backend-id "$id" --models "$MODELS" \
       --ttft 20ms --itl 2ms --seed $((i + 1)) --database-url "file:$dir/database_url" \
       >"$dir/$id.log" 2>&1 &
@@ -107,6 +117,7 @@ models_up() {
 qdrant_up() {
   local dir="$ROOT/qdrant" bin
   if pid_alive "$dir/pid"; then return 0; fi
+  port_free $QDRANT_HTTP_PORT; port_free $QDRANT_GRPC_PORT
   mkdir -p "$dir"
   [ -f "$dir/api_key" ] || ( umask 077; random_secret 32 > "$dir/api_key" )
   bin=$(fixtures_bin)
@@ -120,6 +131,7 @@ qdrant_up() {
 prom_up() {
   local dir="$ROOT/prometheus"
   if pid_alive "$dir/pid"; then return 0; fi
+  port_free $PROM_PORT
   mkdir -p "$dir/data"
   cat > "$dir/prometheus.yml" <<YAML
 global:
@@ -150,6 +162,7 @@ YAML
 gw_up() {
   local dir="$ROOT/gateway"
   if pid_alive "$dir/nginx.pid"; then return 0; fi
+  port_free $GW_PORT
   mkdir -p "$dir/logs" "$dir/tmp"
   local user_line=""; [ "$(id -u)" -eq 0 ] && user_line="user root;"
   cat > "$dir/nginx.conf" <<CONF
