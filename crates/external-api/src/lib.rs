@@ -51,6 +51,64 @@
 
 #![forbid(unsafe_code)]
 
+/// `impl Check` for a service's check type: it has a `common: Common` field, a `name()` and one
+/// `async fn <aspect>(&self, &CheckContext) -> Result<Outcome, Outcome>` per aspect. The aspects
+/// listed as `cleans_up` create temporary objects and handle cancellation themselves (they
+/// remove what they made); the others are simply dropped when the run is cancelled.
+macro_rules! service_check {
+    ($ty:ty, cleans_up: [$($aspect:ident),*]) => {
+        #[::async_trait::async_trait]
+        impl ::citadel_itest_core::Check for $ty {
+            fn id(&self) -> &::citadel_itest_core::CheckId {
+                &self.common.id
+            }
+
+            fn category(&self) -> ::citadel_itest_core::Category {
+                self.common.aspect.category()
+            }
+
+            fn timeout(&self) -> Option<::std::time::Duration> {
+                Some(self.common.timeout)
+            }
+
+            fn retry_policy(&self) -> Option<::citadel_itest_core::RetryPolicy> {
+                self.common.retry_policy()
+            }
+
+            async fn run(
+                &self,
+                ctx: &::citadel_itest_core::CheckContext,
+            ) -> Result<::citadel_itest_core::Outcome, ::citadel_itest_core::BoxError> {
+                use $crate::Aspect;
+                let body = async {
+                    match self.common.aspect {
+                        Aspect::Configuration => self.configuration(ctx).await,
+                        Aspect::Connectivity => self.connectivity(ctx).await,
+                        Aspect::Authentication => self.authentication(ctx).await,
+                        Aspect::Operations => self.operations(ctx).await,
+                        Aspect::Performance => self.performance(ctx).await,
+                        Aspect::ErrorHandling => self.error_handling(ctx).await,
+                    }
+                };
+                let cleans_up = false $(|| self.common.aspect == Aspect::$aspect)*;
+                let outcome = if cleans_up {
+                    body.await
+                } else {
+                    ::tokio::select! {
+                        biased;
+                        _ = ctx.cancel.cancelled() => Err(::citadel_itest_core::Outcome::error(
+                            ::citadel_itest_core::ErrorKind::Cancelled,
+                            format!("{} of {} cancelled", self.common.aspect, self.name()),
+                        )),
+                        r = body => r,
+                    }
+                };
+                Ok(outcome.unwrap_or_else(|o| o))
+            }
+        }
+    };
+}
+
 mod config;
 mod support;
 

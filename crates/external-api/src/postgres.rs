@@ -4,12 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use citadel_itest_core::config::{SecretString, redact_text};
-use citadel_itest_core::{
-    BoxError, Category, Check, CheckContext, CheckId, ErrorKind, Measurement, Outcome, Unit,
-    error_chain,
-};
+use citadel_itest_core::{CheckContext, ErrorKind, Measurement, Outcome, Unit, error_chain};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Row};
 use tokio::time::Instant;
@@ -939,48 +935,4 @@ fn sqlx_error(e: &sqlx::Error) -> String {
     }
 }
 
-#[async_trait]
-impl Check for PostgresCheck {
-    fn id(&self) -> &CheckId {
-        &self.common.id
-    }
-
-    fn category(&self) -> Category {
-        self.common.aspect.category()
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        Some(self.common.timeout)
-    }
-
-    fn retry_policy(&self) -> Option<citadel_itest_core::RetryPolicy> {
-        self.common.retry_policy()
-    }
-
-    async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
-        let body = async {
-            match self.common.aspect {
-                Aspect::Configuration => self.configuration(ctx).await,
-                Aspect::Connectivity => self.connectivity(ctx).await,
-                Aspect::Authentication => self.authentication(ctx).await,
-                Aspect::Operations => self.operations(ctx).await,
-                Aspect::Performance => self.performance(ctx).await,
-                Aspect::ErrorHandling => self.error_handling(ctx).await,
-            }
-        };
-        // Operations and performance clean up on cancellation themselves.
-        let outcome = if matches!(self.common.aspect, Aspect::Operations | Aspect::Performance) {
-            body.await
-        } else {
-            tokio::select! {
-                biased;
-                _ = ctx.cancel.cancelled() => Err(Outcome::error(
-                    ErrorKind::Cancelled,
-                    format!("{} of {} cancelled", self.common.aspect, self.name()),
-                )),
-                r = body => r,
-            }
-        };
-        Ok(outcome.unwrap_or_else(|o| o))
-    }
-}
+service_check!(PostgresCheck, cleans_up: [Operations, Performance]);

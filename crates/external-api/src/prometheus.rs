@@ -3,11 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use citadel_itest_core::config::SecretString;
-use citadel_itest_core::{
-    BoxError, Category, Check, CheckContext, CheckId, ErrorKind, Measurement, Outcome, error_chain,
-};
+use citadel_itest_core::{CheckContext, ErrorKind, Measurement, Outcome, error_chain};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -541,43 +538,4 @@ fn recover(outcome: Outcome, measurements: &[Measurement]) -> Outcome {
     }
 }
 
-#[async_trait]
-impl Check for PrometheusCheck {
-    fn id(&self) -> &CheckId {
-        &self.common.id
-    }
-
-    fn category(&self) -> Category {
-        self.common.aspect.category()
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        Some(self.common.timeout)
-    }
-
-    fn retry_policy(&self) -> Option<citadel_itest_core::RetryPolicy> {
-        self.common.retry_policy()
-    }
-
-    async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
-        let body = async {
-            match self.common.aspect {
-                Aspect::Configuration => self.configuration(ctx).await,
-                Aspect::Connectivity => self.connectivity(ctx).await,
-                Aspect::Authentication => self.authentication(ctx).await,
-                Aspect::Operations => self.operations(ctx).await,
-                Aspect::Performance => self.performance(ctx).await,
-                Aspect::ErrorHandling => self.error_handling(ctx).await,
-            }
-        };
-        let outcome = tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => Err(Outcome::error(
-                ErrorKind::Cancelled,
-                format!("{} of {} cancelled", self.common.aspect, self.name()),
-            )),
-            r = body => r,
-        };
-        Ok(outcome.unwrap_or_else(|o| o))
-    }
-}
+service_check!(PrometheusCheck, cleans_up: []);
