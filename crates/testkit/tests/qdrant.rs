@@ -358,12 +358,12 @@ async fn grpc_errors_carry_qdrant_codes_and_messages() {
         "Wrong input: Vector dimension error: expected dim: 4, got 5"
     );
 
-    let unimplemented = status_of(client.facet(FacetCountsBuilder::new("g", "k")).await);
-    assert_eq!(unimplemented.code(), tonic::Code::Unimplemented);
+    let unsupported = status_of(client.facet(FacetCountsBuilder::new("g", "k")).await);
+    assert_eq!(unsupported.code(), tonic::Code::Unimplemented);
     assert!(
-        unimplemented.message().contains("/qdrant.Points/Facet"),
+        unsupported.message().contains("/qdrant.Points/Facet"),
         "{}",
-        unimplemented.message()
+        unsupported.message()
     );
 
     // Scroll works and pages in id order.

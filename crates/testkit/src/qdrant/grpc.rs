@@ -55,7 +55,7 @@ fn status(error: StoreError) -> Status {
 }
 
 /// The answer to an RPC the fixture does not implement.
-fn unimplemented_rpc(path: &str) -> Status {
+fn unsupported_rpc(path: &str) -> Status {
     Status::unimplemented(format!(
         "{path} is not implemented by the Qdrant fixture of citadel-itest"
     ))
@@ -71,7 +71,7 @@ fn elapsed(started: Instant) -> f64 {
 
 /// Implements RPCs as `UNIMPLEMENTED` answers. The signatures are what `#[async_trait]` makes
 /// of the generated trait's `async fn`s, so the macro can sit inside an `#[async_trait]` impl.
-macro_rules! unimplemented_rpcs {
+macro_rules! unsupported_rpcs {
     ($service:literal; $($method:ident($req:ident) -> $resp:ident = $name:literal;)*) => {
         $(
             fn $method<'life0, 'async_trait>(
@@ -82,7 +82,7 @@ macro_rules! unimplemented_rpcs {
                 'life0: 'async_trait,
                 Self: 'async_trait,
             {
-                Box::pin(async move { Err(unimplemented_rpc(concat!("/", $service, "/", $name))) })
+                Box::pin(async move { Err(unsupported_rpc(concat!("/", $service, "/", $name))) })
             }
         )*
     };
@@ -182,7 +182,7 @@ impl Collections for Service {
         }))
     }
 
-    unimplemented_rpcs! { "qdrant.Collections";
+    unsupported_rpcs! { "qdrant.Collections";
         update(UpdateCollection) -> CollectionOperationResponse = "Update";
         update_aliases(ChangeAliases) -> CollectionOperationResponse = "UpdateAliases";
         list_collection_aliases(ListCollectionAliasesRequest) -> ListAliasesResponse
@@ -394,7 +394,7 @@ impl Points for Service {
         }))
     }
 
-    unimplemented_rpcs! { "qdrant.Points";
+    unsupported_rpcs! { "qdrant.Points";
         update_vectors(UpdatePointVectors) -> PointsOperationResponse = "UpdateVectors";
         delete_vectors(DeletePointVectors) -> PointsOperationResponse = "DeleteVectors";
         set_payload(SetPayloadPoints) -> PointsOperationResponse = "SetPayload";
