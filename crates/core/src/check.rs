@@ -286,9 +286,50 @@ pub trait Check: Send + Sync {
         None
     }
 
+    /// Shared resources this check measures and must have to itself while it runs (like
+    /// nextest's test groups): the runner never runs two checks that name the same
+    /// [`Resource`] at once. A check that counts a server's connections, or a backend's
+    /// traffic, declares it so another check's load does not end up in its figures.
+    fn exclusive(&self) -> Vec<Resource> {
+        Vec::new()
+    }
+
     /// Evaluate. `Ok(outcome)` is a verdict (or a skip); `Err` means the harness could not
     /// evaluate and becomes `Error{Harness}`.
     async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError>;
+}
+
+/// A shared resource that checks can claim exclusively; see [`Check::exclusive`].
+///
+/// Two resources are the same when their keys are equal; build keys from what identifies the
+/// resource, e.g. `Resource::new("postgres-connections", "127.0.0.1:5432")`.
+///
+/// ```
+/// use citadel_itest_core::Resource;
+/// let a = Resource::new("postgres-connections", "127.0.0.1:5432");
+/// assert_eq!(a.as_str(), "postgres-connections:127.0.0.1:5432");
+/// assert_eq!(a, Resource::new("postgres-connections", "127.0.0.1:5432"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Resource(String);
+
+impl Resource {
+    /// A resource of `kind` (what is measured) at `instance` (which server or backend).
+    pub fn new(kind: &str, instance: &str) -> Self {
+        Resource(format!("{kind}:{instance}"))
+    }
+
+    /// The key, `kind:instance`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A named group of checks built from one config section.
@@ -362,6 +403,36 @@ pub struct RetryUntilReady<C> {
     policy: RetryPolicy,
 }
 
+/// Adds an exclusive resource to a check; see [`CheckExt::exclusive_on`].
+pub struct Exclusive<C> {
+    inner: C,
+    resource: Resource,
+}
+
+#[async_trait]
+impl<C: Check> Check for Exclusive<C> {
+    fn id(&self) -> &CheckId {
+        self.inner.id()
+    }
+    fn category(&self) -> Category {
+        self.inner.category()
+    }
+    fn timeout(&self) -> Option<Duration> {
+        self.inner.timeout()
+    }
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        self.inner.retry_policy()
+    }
+    fn exclusive(&self) -> Vec<Resource> {
+        let mut all = self.inner.exclusive();
+        all.push(self.resource.clone());
+        all
+    }
+    async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
+        self.inner.run(ctx).await
+    }
+}
+
 macro_rules! delegate_check {
     ($ty:ident, $timeout:expr, $retry:expr) => {
         #[async_trait]
@@ -379,6 +450,9 @@ macro_rules! delegate_check {
             fn retry_policy(&self) -> Option<RetryPolicy> {
                 #[allow(clippy::redundant_closure_call)]
                 ($retry)(self)
+            }
+            fn exclusive(&self) -> Vec<Resource> {
+                self.inner.exclusive()
             }
             async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
                 self.inner.run(ctx).await
@@ -413,6 +487,15 @@ pub trait CheckExt: Check + Sized + 'static {
         RetryUntilReady {
             inner: self,
             policy,
+        }
+    }
+
+    /// Claim `resource` for the whole run of this check: the runner runs no other check that
+    /// claims it at the same time.
+    fn exclusive_on(self, resource: Resource) -> Exclusive<Self> {
+        Exclusive {
+            inner: self,
+            resource,
         }
     }
 

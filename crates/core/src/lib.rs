@@ -25,14 +25,16 @@
 
 pub mod check;
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http;
 mod neterr;
 pub mod outcome;
 pub mod report;
 pub mod runner;
 
 pub use check::{
-    BoxError, Category, Check, CheckContext, CheckExt, CheckId, FnCheck, IntegrationTester,
-    RetryPolicy, RetryUntilReady, WithTimeout, check_fn,
+    BoxError, Category, Check, CheckContext, CheckExt, CheckId, Exclusive, FnCheck,
+    IntegrationTester, Resource, RetryPolicy, RetryUntilReady, WithTimeout, check_fn,
 };
 pub use neterr::{io_error_text, io_error_words, io_error_words_in_chain};
 pub use outcome::{

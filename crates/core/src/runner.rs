@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Category, Check, CheckContext, CheckId, Details, IntegrationTester};
+use crate::check::{Category, Check, CheckContext, CheckId, Details, IntegrationTester, Resource};
 use crate::outcome::{ErrorKind, Outcome, Status, TestResult};
 use crate::report::{ReportError, Reporter};
 
@@ -288,6 +288,8 @@ fn to_base36(mut n: u64) -> String {
 
 struct Shared {
     semaphore: Arc<Semaphore>,
+    /// One lock per exclusive resource a check declared; see [`Check::exclusive`].
+    resources: HashMap<Resource, Arc<tokio::sync::Mutex<()>>>,
     cancel: CancellationToken,
     reason: OnceLock<String>,
     default_timeout: Duration,
@@ -342,8 +344,10 @@ impl Suite {
 
         let external = b.cancel;
         let internal = external.child_token();
+        let resources = resource_locks(b.checks.iter().map(|(_, c)| &**c));
         let shared = Arc::new(Shared {
             semaphore: Arc::new(Semaphore::new(b.concurrency)),
+            resources,
             cancel: internal.clone(),
             reason: OnceLock::new(),
             default_timeout: b.default_timeout,
@@ -445,7 +449,14 @@ fn cancelled_message(shared: &Shared) -> String {
 }
 
 async fn execute(check: Arc<dyn Check>, tester: String, shared: Arc<Shared>) -> TestResult {
-    let (outcome, duration, attempts, details) = match acquire(&shared).await {
+    // Exclusive resources first (in key order, so two checks never wait on each other), then a
+    // concurrency slot: a check waiting for a resource holds no slot.
+    let held = lock_resources(&*check, &shared).await;
+    let acquired = match held {
+        Some(_) => acquire(&shared).await,
+        None => None,
+    };
+    let (outcome, duration, attempts, details) = match acquired {
         None => (
             Outcome::error(ErrorKind::Cancelled, cancelled_message(&shared)),
             Duration::ZERO,
@@ -528,6 +539,42 @@ struct Record<'a> {
     earlier: &'a std::sync::Mutex<Vec<String>>,
 }
 
+/// One lock for every resource any of `checks` declares.
+fn resource_locks<'a>(
+    checks: impl Iterator<Item = &'a dyn Check>,
+) -> HashMap<Resource, Arc<tokio::sync::Mutex<()>>> {
+    let mut locks = HashMap::new();
+    for check in checks {
+        for r in check.exclusive() {
+            locks.entry(r).or_insert_with(Default::default);
+        }
+    }
+    locks
+}
+
+/// Takes the locks of the check's exclusive resources in key order; `None` when the run is
+/// cancelled while waiting.
+async fn lock_resources(
+    check: &dyn Check,
+    shared: &Shared,
+) -> Option<Vec<tokio::sync::OwnedMutexGuard<()>>> {
+    let mut wanted = check.exclusive();
+    wanted.sort();
+    wanted.dedup();
+    let mut held = Vec::with_capacity(wanted.len());
+    for r in wanted {
+        let Some(lock) = shared.resources.get(&r) else {
+            continue;
+        };
+        tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => return None,
+            g = lock.clone().lock_owned() => held.push(g),
+        }
+    }
+    Some(held)
+}
+
 async fn acquire(shared: &Shared) -> Option<tokio::sync::OwnedSemaphorePermit> {
     if shared.cancel.is_cancelled() {
         return None;
@@ -606,6 +653,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub async fn run_one(check: &dyn Check) -> TestResult {
     let shared = Shared {
         semaphore: Arc::new(Semaphore::new(1)),
+        resources: HashMap::new(),
         cancel: CancellationToken::new(),
         reason: OnceLock::new(),
         default_timeout: DEFAULT_CHECK_TIMEOUT,

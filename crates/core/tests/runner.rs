@@ -386,3 +386,107 @@ async fn a_check_that_reports_its_own_cancellation_keeps_its_message() {
         "{outcome:?}"
     );
 }
+
+/// A check that records how many checks claiming the same resource run beside it.
+fn counting(
+    id: &str,
+    resource: Option<&str>,
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+) -> Arc<dyn citadel_itest_core::Check> {
+    let check = check_fn(id.to_string(), Category::Pooling, move |_| {
+        let running = running.clone();
+        let peak = peak.clone();
+        async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(Outcome::passed())
+        }
+    });
+    match resource {
+        Some(r) => check
+            .exclusive_on(citadel_itest_core::Resource::new("connections", r))
+            .boxed(),
+        None => check.boxed(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_claiming_one_resource_never_overlap_and_others_still_run_beside_them() {
+    let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (free_running, free_peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut b = Suite::builder().concurrency(10);
+    for i in 0..4 {
+        b = b.check(
+            "t",
+            counting(
+                &format!("t.db{i}"),
+                Some("127.0.0.1:5432"),
+                running.clone(),
+                peak.clone(),
+            ),
+        );
+        b = b.check(
+            "t",
+            counting(
+                &format!("t.free{i}"),
+                None,
+                free_running.clone(),
+                free_peak.clone(),
+            ),
+        );
+    }
+    let t = Instant::now();
+    let out = b.build().run(Vec::new()).await;
+    assert_eq!(out.summary.exit_code(), 0);
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        1,
+        "two checks held the resource at once"
+    );
+    assert!(
+        free_peak.load(Ordering::SeqCst) > 1,
+        "unclaimed checks ran one by one"
+    );
+    // Four exclusive checks of 60 ms run one after the other: at least 240 ms.
+    assert!(
+        t.elapsed() >= Duration::from_millis(235),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_waiting_for_a_resource_is_cancelled_cleanly() {
+    let holder = check_fn("t.holder", Category::Pooling, |_| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(Outcome::passed())
+    })
+    .exclusive_on(citadel_itest_core::Resource::new("connections", "x"));
+    let waiter = check_fn("t.waiter", Category::Pooling, |_| async {
+        Ok(Outcome::passed())
+    })
+    .exclusive_on(citadel_itest_core::Resource::new("connections", "x"));
+    let t = Instant::now();
+    let out = Suite::builder()
+        .concurrency(4)
+        .deadline(Some(Duration::from_millis(300)))
+        .cancel_grace(Duration::from_millis(50))
+        .check("t", holder.boxed())
+        .check("t", waiter.boxed())
+        .build()
+        .run(Vec::new())
+        .await;
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    for r in &out.results {
+        assert_eq!(
+            r.outcome.status(),
+            Status::Error,
+            "{}: {:?}",
+            r.id,
+            r.outcome
+        );
+    }
+}
