@@ -297,17 +297,34 @@ fn secrets_resolve_from_env_and_file_and_never_print() {
 
 #[test]
 fn env_references_in_files_expand_with_defaults_escapes_and_comments() {
-    use citadel_itest_core::config::expand_env;
     Jail::expect_with(|jail| {
         jail.set_env("CITADEL_TEST_HOST", "127.0.0.1");
-        let text = "url: http://${CITADEL_TEST_HOST}:${CITADEL_TEST_PORT:-8080}/ # ${NOT_EXPANDED}\nraw: '$${KEPT}'\n";
-        assert_eq!(
-            expand_env(text).unwrap(),
-            "url: http://127.0.0.1:8080/ # ${NOT_EXPANDED}\nraw: '${KEPT}'\n"
-        );
-        assert_eq!(
-            expand_env("a: 1\nb: ${CITADEL_TEST_MISSING}\n").unwrap_err(),
-            vec![(2, "CITADEL_TEST_MISSING".to_string())]
+        jail.create_file(
+            "demo.yaml",
+            "demo:\n  targets:\n    - name: a # ${NOT_EXPANDED}\n      url: http://${CITADEL_TEST_HOST}:${CITADEL_TEST_PORT:-8080}/ # ${NOT_EXPANDED}\n    - name: b\n      url: 'http://127.0.0.1/$${KEPT}'\n",
+        )?;
+        let config = ConfigLoader::new()
+            .section("demo")
+            .file("demo.yaml")
+            .load()
+            .unwrap();
+        let mut problems = Vec::new();
+        let demo: DemoSection = config.section("demo", &mut problems).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(demo.targets[0].url, "http://127.0.0.1:8080/");
+        assert_eq!(demo.targets[1].url, "http://127.0.0.1/${KEPT}");
+
+        jail.create_file(
+            "missing.yaml",
+            "run:\n  retries: 1\n  timeout: ${CITADEL_TEST_MISSING}\n",
+        )?;
+        let err = ConfigLoader::new().file("missing.yaml").load().unwrap_err();
+        let p = &err.problems[0];
+        assert_eq!(p.path, "run.timeout", "{err}");
+        assert_eq!(p.source.as_deref(), Some("missing.yaml:3"), "{err}");
+        assert!(
+            p.message
+                .contains("environment variable CITADEL_TEST_MISSING is not set")
         );
         Ok(())
     });

@@ -21,18 +21,70 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::providers::{Env, Serialized};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::check::RetryPolicy;
 
+mod input;
 mod secret;
+mod yaml;
 
-pub use secret::{
-    REDACTED, Secret, SecretError, SecretString, is_secret_key, redact_text, redact_url,
-    redact_value, register_secret,
+pub use input::{
+    InputFileError, MAX_CONFIG_FILE_BYTES, MAX_ENV_FILE_BYTES, MAX_SECRET_FILE_BYTES,
+    read_input_file, read_input_text,
 };
+pub use secret::{
+    MIN_SECRET_CHARS, REDACTED, Secret, SecretError, SecretString, is_secret_key, redact_text,
+    redact_url, redact_value, register_basic_credentials, register_secret, register_url_secrets,
+};
+
+/// Most characters of a value echoed in a message; [`shorten`] cuts longer ones.
+pub const MAX_ECHOED_CHARS: usize = 200;
+
+/// Most characters of one problem's message (and of its key path); longer ones are cut.
+pub const MAX_PROBLEM_CHARS: usize = 1000;
+
+/// A value fit to echo in a message: at most [`MAX_ECHOED_CHARS`] characters, then
+/// `... (N bytes)` saying how long it really is.
+///
+/// ```
+/// use citadel_itest_core::config::shorten;
+/// assert_eq!(shorten("short"), "short");
+/// let long = "x".repeat(50_000_000);
+/// let shown = shorten(&long);
+/// assert!(shown.ends_with("... (50000000 bytes)") && shown.len() < 250);
+/// ```
+pub fn shorten(value: &str) -> String {
+    cut(value, MAX_ECHOED_CHARS)
+}
+
+fn cut(value: &str, max_chars: usize) -> String {
+    match value.char_indices().nth(max_chars) {
+        None => value.to_string(),
+        Some((end, _)) => format!("{}... ({} bytes)", &value[..end], value.len()),
+    }
+}
+
+/// Characters past the shown ones that are still redacted, so a secret (at most a secret file's
+/// size) that starts in the shown part and crosses the cut is still recognised.
+const REDACT_MARGIN: usize = MAX_SECRET_FILE_BYTES as usize + 1024;
+
+/// Redact first (a cut must never leave half a secret visible), then cut to `max_chars`. Only
+/// the part that can be shown, plus a margin, is looked at.
+fn bounded(text: &str, max_chars: usize) -> String {
+    let window_end = text
+        .char_indices()
+        .nth(max_chars + REDACT_MARGIN)
+        .map_or(text.len(), |(i, _)| i);
+    let shown = redact_text(&text[..window_end]);
+    match shown.char_indices().nth(max_chars) {
+        None if window_end == text.len() => shown,
+        None => format!("{shown}... ({} bytes)", text.len()),
+        Some((end, _)) => format!("{}... ({} bytes)", &shown[..end], text.len()),
+    }
+}
 
 /// Environment prefix; `__` separates nesting levels.
 pub const ENV_PREFIX: &str = "CITADEL_ITEST__";
@@ -46,6 +98,18 @@ pub struct ConfigProblem {
     pub source: Option<String>,
     /// What is wrong.
     pub message: String,
+}
+
+impl ConfigProblem {
+    /// A problem at `path`; the message and path are redacted and cut to
+    /// [`MAX_PROBLEM_CHARS`], so no value can make the harness print without bound.
+    pub fn new(path: impl AsRef<str>, source: Option<String>, message: impl AsRef<str>) -> Self {
+        ConfigProblem {
+            path: bounded(path.as_ref(), MAX_PROBLEM_CHARS),
+            source: source.map(|s| bounded(&s, MAX_PROBLEM_CHARS)),
+            message: bounded(message.as_ref(), MAX_PROBLEM_CHARS),
+        }
+    }
 }
 
 impl fmt::Display for ConfigProblem {
@@ -78,7 +142,11 @@ impl fmt::Display for ConfigError {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            write!(f, "\n  - {}", redact_text(&p.to_string()))?;
+            write!(
+                f,
+                "\n  - {}",
+                bounded(&p.to_string(), 3 * MAX_PROBLEM_CHARS)
+            )?;
         }
         Ok(())
     }
@@ -236,32 +304,59 @@ impl ConfigLoader {
     }
 
     /// Merge the layers and validate the core sections. Tester sections are validated by
-    /// [`Config::section`].
+    /// [`Config::section`]; to report their problems together with the core's, use
+    /// [`ConfigLoader::load_with`].
     pub fn load(self) -> Result<Config, ConfigError> {
+        self.load_with(|_, _| ()).map(|(config, ())| config)
+    }
+
+    /// Merge the layers, validate the core sections, then call `sections` with the merged
+    /// configuration so it can validate (and build from) the tester sections, appending its
+    /// problems. Every problem of every section is returned at once: a bad `run.timeout` does not
+    /// hide a tester's problems. When a core section is invalid, `sections` still runs (with that
+    /// section's defaults in [`Config::run`] / [`Config::performance_targets`]).
+    ///
+    /// ```
+    /// use citadel_itest_core::config::ConfigLoader;
+    /// let err = ConfigLoader::new()
+    ///     .env(false)
+    ///     .set("run.concurrency", 0)
+    ///     .load_with(|_config, problems| {
+    ///         problems.push(citadel_itest_core::config::ConfigProblem::new("demo", None, "bad"));
+    ///     })
+    ///     .unwrap_err();
+    /// assert_eq!(err.problems.len(), 2);
+    /// ```
+    pub fn load_with<T>(
+        self,
+        sections: impl FnOnce(&Config, &mut Vec<ConfigProblem>) -> T,
+    ) -> Result<(Config, T), ConfigError> {
         let mut problems = Vec::new();
         let mut figment = Figment::new();
+        let lookup = |name: &str| std::env::var(name).ok();
         for file in &self.files {
-            match std::fs::read_to_string(file) {
-                Ok(text) => match expand_env(&text) {
-                    Ok(expanded) => {
-                        figment = figment.merge(ExpandedYaml { path: file.clone(), text: expanded })
-                    }
-                    Err(missing) => problems.extend(missing.into_iter().map(|(line, name)| {
-                        ConfigProblem {
-                            path: String::new(),
-                            source: Some(format!("{}:{line}", file.display())),
-                            message: format!(
-                                "environment variable {name} is not set (referenced as ${{{name}}}; \
-                                 set it or write ${{{name}:-default}})"
-                            ),
-                        }
-                    })),
-                },
-                Err(e) => problems.push(ConfigProblem {
-                    path: String::new(),
-                    source: Some(file.display().to_string()),
-                    message: format!("cannot read config file {}: {e}", file.display()),
-                }),
+            let shown = file.display().to_string();
+            let text = match read_input_text(file, MAX_CONFIG_FILE_BYTES) {
+                Ok(text) => text,
+                Err(e) => {
+                    problems.push(ConfigProblem::new(
+                        "",
+                        Some(shown.clone()),
+                        format!("cannot read config file {shown}: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            match yaml::parse_config(&text, &lookup) {
+                Ok(dict) => {
+                    figment = figment.merge(ParsedYaml {
+                        path: file.clone(),
+                        dict,
+                    })
+                }
+                Err(found) => problems.extend(found.into_iter().map(|p| {
+                    ConfigProblem::new(&p.path, Some(format!("{shown}:{}", p.line)), &p.message)
+                })),
             }
         }
         if self.env {
@@ -284,14 +379,15 @@ impl ConfigLoader {
             for key in top.keys() {
                 if !self.sections.contains(key) {
                     let expected: Vec<&str> = self.sections.iter().map(String::as_str).collect();
-                    problems.push(ConfigProblem {
-                        path: key.clone(),
-                        source: source_of(&figment, key),
-                        message: format!(
-                            "unknown section `{key}`, expected one of: {}",
+                    problems.push(ConfigProblem::new(
+                        key,
+                        source_of(&figment, key),
+                        format!(
+                            "unknown section `{}`, expected one of: {}",
+                            shorten(key),
                             expected.join(", ")
                         ),
-                    });
+                    ));
                 }
             }
         }
@@ -304,33 +400,35 @@ impl ConfigLoader {
         );
         let config = Config {
             figment,
-            run: run.unwrap_or_default(),
-            performance_targets: performance_targets.unwrap_or_default(),
+            run: run.clone().unwrap_or_default(),
+            performance_targets: performance_targets.clone().unwrap_or_default(),
             sections: self.sections,
         };
         {
             let mut v = Validator::new(&config.figment, &mut problems);
-            config.run.validate(&mut v.at("run"));
-            config
-                .performance_targets
-                .validate(&mut v.at("performance_targets"));
+            if let Some(run) = &run {
+                run.validate(&mut v.at("run"));
+            }
+            if let Some(targets) = &performance_targets {
+                targets.validate(&mut v.at("performance_targets"));
+            }
         }
+        let built = sections(&config, &mut problems);
         if problems.is_empty() {
-            Ok(config)
+            Ok((config, built))
         } else {
             Err(ConfigError { problems })
         }
     }
 }
 
-/// A YAML file whose `${NAME}` / `${NAME:-default}` references were expanded from the
-/// environment; errors still name the file.
-struct ExpandedYaml {
+/// A config file parsed into values (`${...}` expanded inside them); errors still name the file.
+struct ParsedYaml {
     path: PathBuf,
-    text: String,
+    dict: figment::value::Dict,
 }
 
-impl figment::Provider for ExpandedYaml {
+impl figment::Provider for ParsedYaml {
     fn metadata(&self) -> figment::Metadata {
         figment::Metadata::from("YAML file", figment::Source::File(self.path.clone()))
     }
@@ -338,70 +436,11 @@ impl figment::Provider for ExpandedYaml {
     fn data(
         &self,
     ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
-        Yaml::string(&self.text).data()
+        Ok(figment::value::Map::from([(
+            figment::Profile::Default,
+            self.dict.clone(),
+        )]))
     }
-}
-
-/// Expands `${NAME}` and `${NAME:-default}` from the environment. `$${` escapes a literal
-/// `${`. Returns the (line, name) of every unset variable without a default.
-pub fn expand_env(text: &str) -> Result<String, Vec<(usize, String)>> {
-    let mut out = String::with_capacity(text.len());
-    let mut missing = Vec::new();
-    for (lineno, full_line) in text.split_inclusive('\n').enumerate() {
-        // YAML comments are copied verbatim: `${NAME}` in a comment is documentation.
-        let (line, comment) = full_line.split_at(comment_start(full_line));
-        let mut rest = line;
-        while let Some(pos) = rest.find("${") {
-            if pos > 0 && rest.as_bytes()[pos - 1] == b'$' {
-                out.push_str(&rest[..pos - 1]);
-                out.push_str("${");
-                rest = &rest[pos + 2..];
-                continue;
-            }
-            out.push_str(&rest[..pos]);
-            let after = &rest[pos + 2..];
-            let Some(end) = after.find('}') else {
-                out.push_str(&rest[pos..]);
-                rest = "";
-                break;
-            };
-            let inner = &after[..end];
-            let (name, default) = match inner.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (inner, None),
-            };
-            match (std::env::var(name), default) {
-                (Ok(v), _) if !v.is_empty() => out.push_str(&v),
-                (_, Some(d)) => out.push_str(d),
-                (Ok(v), None) => out.push_str(&v),
-                (Err(_), None) => missing.push((lineno + 1, name.to_string())),
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-        out.push_str(comment);
-    }
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(missing)
-    }
-}
-
-/// Byte offset where a YAML comment starts on this line (line length when there is none): a
-/// `#` at the start or after whitespace, outside quotes.
-fn comment_start(line: &str) -> usize {
-    let (mut single, mut double, mut prev_ws) = (false, false, true);
-    for (i, c) in line.char_indices() {
-        match c {
-            '\'' if !double => single = !single,
-            '"' if !single => double = !double,
-            '#' if !single && !double && prev_ws => return i,
-            _ => {}
-        }
-        prev_ws = c.is_whitespace();
-    }
-    line.len()
 }
 
 fn extract_or_default<T: DeserializeOwned + Default>(
@@ -444,11 +483,7 @@ fn figment_problems(
                 .as_ref()
                 .and_then(|m| m.source.as_ref().map(|s| describe_source(m, s)))
                 .or_else(|| source_of(figment, &path));
-            ConfigProblem {
-                path,
-                source,
-                message: e.kind.to_string(),
-            }
+            ConfigProblem::new(path, source, e.kind.to_string())
         })
         .collect()
 }
@@ -573,16 +608,21 @@ pub trait Validate {
     fn validate(&self, v: &mut Validator<'_>);
 }
 
-/// Whether `name` can be part of a check id: non-empty, lowercase ASCII letters, digits, `_`
-/// and `-` only.
+/// Longest name accepted by [`is_valid_name`] (names become part of check ids).
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Whether `name` can be part of a check id: 1 to [`MAX_NAME_CHARS`] lowercase ASCII letters,
+/// digits, `_` and `-`.
 ///
 /// ```
 /// use citadel_itest_core::config::is_valid_name;
 /// assert!(is_valid_name("model-1_a"));
 /// assert!(!is_valid_name("") && !is_valid_name("Gateway") && !is_valid_name("a.b"));
+/// assert!(!is_valid_name(&"a".repeat(65)));
 /// ```
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= MAX_NAME_CHARS
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
@@ -628,11 +668,8 @@ impl<'a> Validator<'a> {
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
         let path = self.path(key);
         let source = source_of(self.figment, &path);
-        self.problems.push(ConfigProblem {
-            path,
-            source,
-            message: message.into(),
-        });
+        self.problems
+            .push(ConfigProblem::new(path, source, message.into()));
     }
 
     /// Check a name that becomes part of check ids (`[a-z0-9_-]+`); a problem at `key` when it
@@ -642,10 +679,51 @@ impl<'a> Validator<'a> {
         if !valid {
             self.error(
                 key,
-                format!("`{name}` is not a valid name: use lowercase letters, digits, `_` and `-`"),
+                format!(
+                    "`{}` is not a valid name: use 1 to {MAX_NAME_CHARS} lowercase letters, \
+                     digits, `_` and `-`",
+                    shorten(name)
+                ),
             );
         }
         valid
+    }
+
+    /// Check a TCP port: 0 is not one a service listens on. Returns whether it is usable.
+    pub fn port(&mut self, key: &str, port: u16) -> bool {
+        if port == 0 {
+            self.error(key, "port 0 is not a usable port (1..=65535)");
+        }
+        port != 0
+    }
+
+    /// Check that `value` lies in `min..=max`; the problem names the range.
+    pub fn range<T>(&mut self, key: &str, value: T, min: T, max: T) -> bool
+    where
+        T: PartialOrd + fmt::Display,
+    {
+        let ok = value >= min && value <= max;
+        if !ok {
+            self.error(key, format!("{value} is out of range {min}..={max}"));
+        }
+        ok
+    }
+
+    /// A duration in `min..=max` (humantime in the message).
+    pub fn duration_range(&mut self, key: &str, d: Duration, min: Duration, max: Duration) -> bool {
+        let ok = d >= min && d <= max;
+        if !ok {
+            self.error(
+                key,
+                format!(
+                    "{} is out of range {}..={}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            );
+        }
+        ok
     }
 
     /// Resolve a secret now; a missing env variable or unreadable file is a problem.
@@ -666,7 +744,7 @@ impl<'a> Validator<'a> {
             Err(e) => {
                 self.error(
                     key,
-                    format!("invalid URL `{}`: {e}", redact_text(&redact_url(raw))),
+                    format!("invalid URL `{}`: {e}", shorten(&redact_url(raw))),
                 );
                 None
             }
@@ -686,15 +764,41 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// Largest `run.concurrency` (tokio's semaphore allows far more, but no run needs more).
+pub const MAX_CONCURRENCY: usize = 10_000;
+
+/// Largest `run.retries`.
+pub const MAX_RETRIES: u32 = 100;
+
+/// Longest check budget (`run.timeout`, a tester's `timeout`): one day.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest `run.deadline`: one week.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Longest `run.retry_backoff` and `run.cancel_grace`: ten minutes.
+pub const MAX_GRACE: Duration = Duration::from_secs(10 * 60);
+
 impl Validate for RunSettings {
     fn validate(&self, v: &mut Validator<'_>) {
-        if self.concurrency == 0 {
-            v.error("concurrency", "must be at least 1");
-        }
-        v.positive("timeout", self.timeout);
+        v.range("concurrency", self.concurrency, 1, MAX_CONCURRENCY);
+        v.duration_range(
+            "timeout",
+            self.timeout,
+            Duration::from_millis(1),
+            MAX_TIMEOUT,
+        );
         if let Some(d) = self.deadline {
-            v.positive("deadline", d);
+            v.duration_range("deadline", d, Duration::from_millis(1), MAX_DEADLINE);
         }
+        v.range("retries", self.retries, 0, MAX_RETRIES);
+        v.duration_range(
+            "retry_backoff",
+            self.retry_backoff,
+            Duration::ZERO,
+            MAX_GRACE,
+        );
+        v.duration_range("cancel_grace", self.cancel_grace, Duration::ZERO, MAX_GRACE);
         if self.formats.is_empty() {
             v.error("formats", "list at least one of console, json, junit");
         }
@@ -703,15 +807,32 @@ impl Validate for RunSettings {
 
 impl Validate for PerformanceTargets {
     fn validate(&self, v: &mut Validator<'_>) {
-        v.positive("latency_p95", self.latency_p95);
-        if !(self.min_throughput_rps.is_finite() && self.min_throughput_rps >= 0.0) {
-            v.error("min_throughput_rps", "must be a number >= 0");
+        v.duration_range(
+            "latency_p95",
+            self.latency_p95,
+            Duration::from_micros(1),
+            Duration::from_secs(60 * 60),
+        );
+        if !(self.min_throughput_rps.is_finite()
+            && (0.0..=1_000_000.0).contains(&self.min_throughput_rps))
+        {
+            v.error(
+                "min_throughput_rps",
+                format!("{} is out of range 0..=1000000", self.min_throughput_rps),
+            );
         }
-        if !(self.max_cpu_percent.is_finite() && self.max_cpu_percent > 0.0) {
-            v.error("max_cpu_percent", "must be a number > 0");
+        if !(self.max_cpu_percent.is_finite()
+            && self.max_cpu_percent > 0.0
+            && self.max_cpu_percent <= 100_000.0)
+        {
+            v.error(
+                "max_cpu_percent",
+                format!(
+                    "{} is out of range: more than 0 and at most 100000 (1000 cores)",
+                    self.max_cpu_percent
+                ),
+            );
         }
-        if self.max_memory_mb == 0 {
-            v.error("max_memory_mb", "must be greater than 0");
-        }
+        v.range("max_memory_mb", self.max_memory_mb, 1, 16 * 1024 * 1024);
     }
 }

@@ -7,6 +7,12 @@ use std::sync::RwLock;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::input::{InputFileError, MAX_SECRET_FILE_BYTES, read_input_text};
+
+/// Shortest secret accepted: [`Secret::resolve`] refuses shorter values, because a value of one
+/// to three characters cannot be removed from output without destroying ordinary text.
+pub const MIN_SECRET_CHARS: usize = 4;
+
 /// What a redacted secret prints as.
 pub const REDACTED: &str = "<redacted>";
 
@@ -69,6 +75,16 @@ pub enum SecretError {
     /// The value is empty.
     #[error("secret from {0} is empty")]
     Empty(String),
+    /// The secret file is not a regular file, too large or not text.
+    #[error("read secret file {}", .0.display())]
+    FileInput(PathBuf, #[source] InputFileError),
+    /// The value is shorter than [`MIN_SECRET_CHARS`]: it could not be told apart from ordinary
+    /// text, so it could not be kept out of output.
+    #[error(
+        "secret from {0} is shorter than {MIN_SECRET_CHARS} characters: so short a value cannot be \
+         redacted from output reliably, use a longer one"
+    )]
+    TooShort(String),
 }
 
 impl Secret {
@@ -103,13 +119,16 @@ impl Secret {
             Secret::Env(name) => {
                 std::env::var(name).map_err(|_| SecretError::MissingEnv(name.clone()))?
             }
-            Secret::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| SecretError::File(path.clone(), e))?
+            Secret::File(path) => read_input_text(path, MAX_SECRET_FILE_BYTES)
+                .map_err(|e| SecretError::FileInput(path.clone(), e))?
                 .trim_end_matches(['\n', '\r'])
                 .to_string(),
         };
         if value.is_empty() {
             return Err(SecretError::Empty(self.origin()));
+        }
+        if value.chars().count() < MIN_SECRET_CHARS {
+            return Err(SecretError::TooShort(self.origin()));
         }
         register_secret(&value);
         Ok(SecretString(value))
@@ -171,6 +190,12 @@ impl<'de> Deserialize<'de> for Secret {
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secret, E> {
                 Ok(Secret::Inline(v.to_string()))
             }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret::Inline(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret::Inline(v.to_string()))
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
                 let mut out = None;
                 while let Some(key) = map.next_key::<String>()? {
@@ -194,17 +219,190 @@ impl<'de> Deserialize<'de> for Secret {
 
 static KNOWN_SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Remember a secret value so [`redact_text`] removes it from any output. Values shorter than
-/// 4 characters are not registered (they would redact ordinary text).
-pub fn register_secret(value: &str) {
-    if value.len() < 4 {
-        return;
-    }
+fn remember(forms: impl IntoIterator<Item = String>) {
     let mut known = KNOWN_SECRETS.write().unwrap_or_else(|p| p.into_inner());
-    if !known.iter().any(|k| k == value) {
-        known.push(value.to_string());
+    let mut added = false;
+    for form in forms {
+        if form.chars().count() >= MIN_SECRET_CHARS && !known.contains(&form) {
+            known.push(form);
+            added = true;
+        }
+    }
+    if added {
         known.sort_by_key(|k| std::cmp::Reverse(k.len()));
     }
+}
+
+/// Remember a secret value so [`redact_text`] removes it from any output, together with the
+/// forms it travels in: base64 (standard and URL-safe, with and without padding),
+/// percent-encoded (every reserved byte encoded, upper and lower case hex; URL userinfo, path and
+/// query encoding; `application/x-www-form-urlencoded`) and JSON-escaped. Values shorter than
+/// [`MIN_SECRET_CHARS`] are not registered: [`Secret::resolve`] refuses them.
+///
+/// ```
+/// use citadel_itest_core::config::{redact_text, register_secret};
+/// register_secret("p@ss word/1");
+/// assert_eq!(redact_text("q=p%40ss+word%2F1"), "q=<redacted>");
+/// assert_eq!(redact_text("b64 cEBzcyB3b3JkLzE="), "b64 <redacted>");
+/// ```
+pub fn register_secret(value: &str) {
+    if value.chars().count() < MIN_SECRET_CHARS {
+        return;
+    }
+    remember(secret_forms(value));
+}
+
+/// Remember HTTP Basic credentials: the password with its forms ([`register_secret`]) and the
+/// `Authorization: Basic` value, base64 of `user:password`. Call it wherever Basic auth is built.
+///
+/// ```
+/// use citadel_itest_core::config::{redact_text, register_basic_credentials};
+/// register_basic_credentials("itest", "echo-secret-1");
+/// // base64("itest:echo-secret-1")
+/// assert_eq!(
+///     redact_text("authorization: Basic aXRlc3Q6ZWNoby1zZWNyZXQtMQ=="),
+///     "authorization: Basic <redacted>"
+/// );
+/// ```
+pub fn register_basic_credentials(user: &str, password: &str) {
+    register_secret(password);
+    if password.chars().count() < MIN_SECRET_CHARS {
+        return;
+    }
+    let pair = format!("{user}:{password}");
+    remember(base64_forms(pair.as_bytes()));
+}
+
+/// Remember the secrets a URL carries: its userinfo password (as written and decoded, and the
+/// Basic header value a client derives from the userinfo) and the values of secret-looking query
+/// parameters ([`is_secret_key`]). Returns an error naming the first one shorter than
+/// [`MIN_SECRET_CHARS`] (registered values are kept; that one is not).
+pub fn register_url_secrets(url: &url::Url) -> Result<(), SecretError> {
+    let mut short = None;
+    if let Some(raw) = url.password() {
+        let password = percent_decode(raw);
+        let user = percent_decode(url.username());
+        if password.chars().count() < MIN_SECRET_CHARS {
+            short.get_or_insert_with(|| "the URL's password".to_string());
+        } else {
+            register_basic_credentials(&user, &password);
+            register_secret(raw);
+        }
+    }
+    for (key, value) in url.query_pairs() {
+        if is_secret_key(&key) && !value.is_empty() {
+            if value.chars().count() < MIN_SECRET_CHARS {
+                short.get_or_insert_with(|| format!("the URL's `{key}` parameter"));
+            } else {
+                register_secret(&value);
+            }
+        }
+    }
+    match short {
+        Some(origin) => Err(SecretError::TooShort(origin)),
+        None => Ok(()),
+    }
+}
+
+/// Every form of `value` to redact (the value itself first).
+fn secret_forms(value: &str) -> Vec<String> {
+    let mut forms = vec![value.to_string()];
+    forms.extend(base64_forms(value.as_bytes()));
+    let encoded = percent_encode_all(value);
+    forms.push(encoded.to_ascii_lowercase());
+    forms.push(encoded);
+    forms.push(url::form_urlencoded::byte_serialize(value.as_bytes()).collect());
+    if let Ok(mut u) = url::Url::parse("http://h/") {
+        if u.set_password(Some(value)).is_ok() {
+            if let Some(p) = u.password() {
+                forms.push(p.to_string());
+            }
+        }
+        u.set_query(Some(value));
+        if let Some(q) = u.query() {
+            forms.push(q.to_string());
+        }
+        if let Ok(mut segments) = u.path_segments_mut() {
+            segments.clear().push(value);
+        }
+        forms.push(u.path().trim_start_matches('/').to_string());
+    }
+    if let Ok(json) = serde_json::to_string(value) {
+        forms.push(json[1..json.len() - 1].to_string());
+    }
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64_STD[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// base64 of `bytes`: standard and URL-safe alphabets, padded and unpadded.
+fn base64_forms(bytes: &[u8]) -> Vec<String> {
+    let std = base64(bytes);
+    let url_safe = std.replace('+', "-").replace('/', "_");
+    let mut forms = vec![
+        std.trim_end_matches('=').to_string(),
+        url_safe.trim_end_matches('=').to_string(),
+        url_safe,
+        std,
+    ];
+    forms.dedup();
+    forms
+}
+
+/// Every byte outside RFC 3986's unreserved set as `%XX`.
+fn percent_encode_all(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `%XX` sequences decoded (invalid ones kept as written), lossy UTF-8.
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Replace every registered secret value and every URL password in `text` with `<redacted>`.
