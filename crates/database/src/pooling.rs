@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use citadel_itest_core::config::redact_text;
 use citadel_itest_core::{
-    BoxError, Category, Check, CheckContext, CheckId, Measurement, Outcome, Threshold, Unit,
-    new_run_id,
+    BoxError, Category, Check, CheckContext, CheckId, Measurement, Outcome, Resource, Threshold,
+    Unit, new_run_id,
 };
 use sqlx::postgres::PgPool;
 use sqlx::{Connection as _, PgConnection, Row};
@@ -283,6 +283,10 @@ impl Check for PoolingCheck {
         &self.id
     }
 
+    fn exclusive(&self) -> Vec<Resource> {
+        vec![server_connections(&self.connector)]
+    }
+
     fn category(&self) -> Category {
         Category::Pooling
     }
@@ -296,8 +300,37 @@ impl Check for PoolingCheck {
     }
 }
 
+/// The connections of the server a target points at, as a resource the runner hands to one
+/// check at a time: the pooling, headroom and recovery checks all count or change them.
+/// `host:port` when configured; from a `dsn` when it resolves and parses; else the target name.
+pub(crate) fn server_connections(connector: &Connector) -> Resource {
+    let t = connector.target();
+    let instance = match &t.dsn {
+        None => format!(
+            "{}:{}",
+            t.host.as_deref().unwrap_or("127.0.0.1"),
+            t.port.unwrap_or(5432)
+        ),
+        Some(dsn) => dsn
+            .resolve()
+            .ok()
+            .and_then(|raw| url::Url::parse(raw.expose()).ok())
+            .and_then(|u| {
+                Some(format!(
+                    "{}:{}",
+                    u.host_str()?.to_string(),
+                    u.port().unwrap_or(5432)
+                ))
+            })
+            .unwrap_or_else(|| format!("database {}", connector.name)),
+    };
+    Resource::new("postgres-connections", &instance)
+}
+
 /// Whether the server has room for every pool: `max_connections` minus reserved slots minus
-/// client connections in use (this check's own excepted) must cover what the configured pools
+/// client connections in use (the harness's own excepted: every connection whose
+/// `application_name` is the target's `application_name` or starts with it and `/`; they are
+/// measured as `harness_connections`) must cover what the configured pools
 /// need (`pooling.headroom`, each `replicas * (pool_size + max_overflow)`; default this
 /// database's own `pool`). Measures `max_connections`, `reserved_connections`,
 /// `connections_in_use`, `connections_free`, `connections_needed` and `headroom` (>= 0).
@@ -342,8 +375,12 @@ impl HeadroomCheck {
             "SELECT current_setting('max_connections')::int8, \
                     current_setting('superuser_reserved_connections')::int8, \
                     coalesce(nullif(current_setting('reserved_connections', true), '')::int8, 0), \
-                    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+                    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+                       AND application_name <> $1 AND left(application_name, length($1) + 1) <> $1 || '/'), \
+                    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+                       AND (application_name = $1 OR left(application_name, length($1) + 1) = $1 || '/'))",
         )
+        .bind(&self.connector.target().application_name)
         .fetch_one(&mut conn)
         .await
         .map_err(|e| {
@@ -357,7 +394,8 @@ impl HeadroomCheck {
         let max: i64 = row.try_get(0)?;
         let su_reserved: i64 = row.try_get(1)?;
         let reserved: i64 = row.try_get(2)?;
-        let in_use: i64 = row.try_get::<i64, _>(3)? - 1; // not this check's own connection
+        let in_use: i64 = row.try_get(3)?;
+        let harness: i64 = row.try_get(4)?;
         let reserved_all = su_reserved + reserved;
         let free = max - reserved_all - in_use.max(0);
         let needed: u64 = self.needs.iter().map(HeadroomNeed::connections).sum();
@@ -367,6 +405,7 @@ impl HeadroomCheck {
             Measurement::new("max_connections", max as f64, Unit::Count),
             Measurement::new("reserved_connections", reserved_all as f64, Unit::Count),
             Measurement::new("connections_in_use", in_use.max(0) as f64, Unit::Count),
+            Measurement::new("harness_connections", harness as f64, Unit::Count),
             Measurement::new("connections_free", free as f64, Unit::Count),
             Measurement::new("connections_needed", needed as f64, Unit::Count),
             Measurement::new("headroom", headroom as f64, Unit::Count)
@@ -401,6 +440,10 @@ impl HeadroomCheck {
 impl Check for HeadroomCheck {
     fn id(&self) -> &CheckId {
         &self.id
+    }
+
+    fn exclusive(&self) -> Vec<Resource> {
+        vec![server_connections(&self.connector)]
     }
 
     fn category(&self) -> Category {
@@ -616,6 +659,10 @@ async fn burst(pool: &PgPool, n: u32) -> u64 {
 impl Check for RecoveryCheck {
     fn id(&self) -> &CheckId {
         &self.id
+    }
+
+    fn exclusive(&self) -> Vec<Resource> {
+        vec![server_connections(&self.connector)]
     }
 
     fn category(&self) -> Category {

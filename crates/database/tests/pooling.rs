@@ -4,9 +4,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use citadel_itest_core::{Category, Check, Status};
+use citadel_itest_core::{Category, Check, CheckExt, Status, Suite};
 use citadel_itest_database::{
     HeadroomCheck, HeadroomNeed, PoolConfig, PoolingCheck, PoolingConfig, RecoveryCheck,
     RecoveryConfig,
@@ -120,6 +122,17 @@ async fn headroom_compares_free_connections_with_what_the_pools_need() {
          free (max_connections 20 - 3 reserved - 2 in use)"
     );
     assert_eq!(value(&result, "headroom"), -3.0);
+
+    // The harness's own connections (application_name `citadel-itest/...`) are not in use by a
+    // service: counted apart, never against the headroom.
+    let mut own = sqlx::postgres::PgConnectOptions::from_str(&db.dsn).unwrap();
+    own = own.application_name("citadel-itest/pool/other-check");
+    let _own = sqlx::PgConnection::connect_with(&own).await.unwrap();
+    let fits = vec![HeadroomNeed::new("gateway", 5, 2, 2)];
+    let result = run(&HeadroomCheck::new(&db.target(), fits)).await;
+    result.assert_passed();
+    assert_eq!(value(&result, "connections_in_use"), 2.0);
+    assert!(value(&result, "harness_connections") >= 2.0); // its own and `_own`
 
     // Without a list, the database's own pool (default 20 + 10) is what is needed.
     let result = run(&HeadroomCheck::new(&db.target(), Vec::new())).await;
@@ -247,4 +260,50 @@ async fn recovery_after_a_real_restart_is_timed() {
     eprintln!("recovery_time = {recovery_time:.1} ms");
     // The restarted server serves.
     assert_eq!(server.scalar("app", "SELECT 1").await, "1");
+}
+
+/// The demo's first-run failure: the pooling check's 30 connections counted by the headroom
+/// check running at the same moment. Both claim the server's connections, so the runner runs
+/// them one after the other, and the headroom check does not count harness connections.
+#[tokio::test]
+async fn pooling_and_headroom_on_one_server_never_measure_each_other() {
+    let pg = Postgres::builder()
+        .setting("max_connections", "40")
+        .start()
+        .await
+        .unwrap();
+    let server = Server { pg };
+    let db = server.database("app", "").await;
+    let target = db.target().pool(PoolConfig {
+        size: 20,
+        max_overflow: 10,
+        acquire_timeout: Duration::from_secs(10),
+    });
+    // 40 - 3 reserved = 37 free; the pool needs 30: fits only if the pooling check's own 30
+    // connections are not counted.
+    let pooling = PoolingCheck::new(
+        &target,
+        PoolingConfig::new()
+            .tasks(40)
+            .iterations(4)
+            .hold(Duration::from_millis(40)),
+    );
+    let headroom = HeadroomCheck::new(&target, Vec::new());
+    assert_eq!(pooling.exclusive(), headroom.exclusive());
+    assert!(!pooling.exclusive().is_empty());
+    let suite = Suite::builder()
+        .concurrency(10)
+        .check("database", Arc::new(pooling))
+        .check("database", headroom.boxed())
+        .build();
+    let out = suite.run(Vec::new()).await;
+    for r in &out.results {
+        assert_eq!(
+            r.outcome.status(),
+            Status::Passed,
+            "{}: {:?}",
+            r.id,
+            r.outcome
+        );
+    }
 }
