@@ -132,22 +132,19 @@ pub fn load(
     for (k, v) in overrides {
         loader = loader.set(k, v);
     }
-    let config = loader.load()?;
-    let mut problems = Vec::new();
     let run_id = new_run_id();
-    let testers: Vec<Box<dyn IntegrationTester>> = entries
-        .iter()
-        .filter_map(|e| (e.build)(&config, &run_id, &mut problems))
-        .collect();
-    if problems.is_empty() {
-        Ok(Loaded {
-            config,
-            testers,
-            run_id,
-        })
-    } else {
-        Err(ConfigError { problems })
-    }
+    // Tester sections are validated even when a core section is invalid: every problem at once.
+    let (config, testers) = loader.load_with(|config, problems| {
+        entries
+            .iter()
+            .filter_map(|e| (e.build)(config, &run_id, problems))
+            .collect::<Vec<Box<dyn IntegrationTester>>>()
+    })?;
+    Ok(Loaded {
+        config,
+        testers,
+        run_id,
+    })
 }
 
 /// `*` matches any run of characters, `?` one character; everything else literally.

@@ -6,7 +6,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use citadel_itest::config::{ConfigError, ReportFormat, redact_text};
+use std::io::IsTerminal;
+
+use citadel_itest::config::{
+    ConfigError, ConfigProblem, MAX_ENV_FILE_BYTES, ReportFormat, read_input_file, redact_text,
+};
 use citadel_itest::report::{ConsoleReporter, JsonReporter, JunitReporter};
 use citadel_itest::{Loaded, Reporter};
 use clap::{Args, Parser, Subcommand};
@@ -74,10 +78,14 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    // A `.env` in the working directory is read first, as the old framework did.
-    let _ = dotenvy::dotenv();
+    // A `.env` in the working directory (or a parent) is read first, as the old framework did.
+    if let Err(e) = load_dotenv() {
+        return config_failed(&e);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, never into a file or pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CITADEL_ITEST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -95,6 +103,65 @@ fn main() -> ExitCode {
         Command::List(args) => list(args),
         Command::Run(args) => run(args),
     }
+}
+
+/// The nearest `.env`, from the working directory up; none is fine.
+fn find_dotenv() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    cwd.ancestors()
+        .map(|dir| dir.join(".env"))
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
+}
+
+/// Load `.env` strictly: only a regular file of at most 1 MiB, and every line must parse (a
+/// line that does not is an error naming file and line, not the silent end of the file).
+/// Variables already set win.
+fn load_dotenv() -> Result<(), ConfigError> {
+    let Some(path) = find_dotenv() else {
+        return Ok(());
+    };
+    let shown = path.display().to_string();
+    let fail = |source: String, message: String| ConfigError {
+        problems: vec![ConfigProblem::new("", Some(source), message)],
+    };
+    let bytes = read_input_file(&path, MAX_ENV_FILE_BYTES)
+        .map_err(|e| fail(shown.clone(), format!("cannot read .env file {shown}: {e}")))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut problems = Vec::new();
+    let mut from = 0usize;
+    for item in dotenvy::from_read_iter(std::io::Cursor::new(&bytes)) {
+        match item {
+            Ok(_) => {}
+            Err(dotenvy::Error::LineParse(line, index)) => {
+                // The line's number: the next line start, from the last error on, holding it.
+                let mut starts =
+                    std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1));
+                let found = starts.find(|&s| s >= from && text[s..].starts_with(line.as_str()));
+                let at = found.unwrap_or(from);
+                from = at + line.len();
+                let number = text[..at.min(text.len())].matches('\n').count() + 1;
+                // The line itself is not shown: it may hold a secret.
+                problems.push(ConfigProblem::new(
+                    "",
+                    Some(format!("{shown}:{number}")),
+                    format!(
+                        "line {number} of {shown} cannot be parsed (at character {index}): \
+                         write KEY=VALUE, quote values with spaces or `#`, start comments with `#`"
+                    ),
+                ));
+            }
+            Err(e) => problems.push(ConfigProblem::new(
+                "",
+                Some(shown.clone()),
+                format!("cannot read .env file {shown}: {e}"),
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    dotenvy::from_read(std::io::Cursor::new(&bytes))
+        .map_err(|e| fail(shown.clone(), format!("cannot load .env file {shown}: {e}")))
 }
 
 fn config_failed(e: &ConfigError) -> ExitCode {
