@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use citadel_itest_core::config::{Secret, Validate, Validator, redact_text, redact_url};
+use citadel_itest_core::config::{
+    Secret, Validate, Validator, redact_text, redact_url, register_basic_credentials,
+    register_url_secrets,
+};
 use serde::{Deserialize, Serialize};
 
 /// Default number of timed health requests per target.
@@ -281,9 +284,13 @@ impl Endpoint {
         if !path.starts_with('/') {
             return Err(EndpointError::RelativePath(path.to_string()));
         }
-        self.url
+        let url = self
+            .url
             .join(path)
-            .map_err(|e| EndpointError::Parse(path.to_string(), e))
+            .map_err(|e| EndpointError::Parse(path.to_string(), e))?;
+        // Tokens in the query (`?token=...`) are redacted wherever a server echoes them.
+        let _ = register_url_secrets(&url);
+        Ok(url)
     }
 }
 
@@ -340,7 +347,13 @@ impl Validate for TargetConfig {
     fn validate(&self, v: &mut Validator<'_>) {
         v.name("name", &self.name);
         let endpoint = match Endpoint::parse(&self.url) {
-            Ok(e) => Some(e),
+            Ok(e) => {
+                v.port("url", e.port);
+                if let Err(short) = register_url_secrets(&e.url) {
+                    v.error("url", short.to_string());
+                }
+                Some(e)
+            }
             Err(e) => {
                 v.error("url", e.to_string());
                 None
@@ -352,14 +365,21 @@ impl Validate for TargetConfig {
                     "health_path",
                     format!("needs an http or https URL, not `{}`", e.url.scheme()),
                 ),
-                Some(e) => {
-                    if let Err(err) = e.join(path) {
-                        v.error("health_path", err.to_string());
+                Some(e) => match e.join(path) {
+                    Err(err) => v.error("health_path", err.to_string()),
+                    Ok(url) => {
+                        if let Err(short) = register_url_secrets(&url) {
+                            v.error("health_path", short.to_string());
+                        }
                     }
-                }
-                None if !path.starts_with('/') => {
-                    v.error("health_path", format!("path `{path}` must start with `/`"))
-                }
+                },
+                None if !path.starts_with('/') => v.error(
+                    "health_path",
+                    format!(
+                        "path `{}` must start with `/`",
+                        citadel_itest_core::config::shorten(path)
+                    ),
+                ),
                 None => {}
             }
         } else {
@@ -419,7 +439,9 @@ impl Validate for TargetConfig {
                 if username.is_empty() || username.contains(':') {
                     av.error("username", "must be non-empty and must not contain `:`");
                 }
-                av.secret("password", password);
+                if let Some(password) = av.secret("password", password) {
+                    register_basic_credentials(username, password.expose());
+                }
             }
         }
     }
