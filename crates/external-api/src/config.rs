@@ -1000,8 +1000,11 @@ impl PrometheusTarget {
                         "must be non-empty and must not contain `:`",
                     ));
                 }
-                if let Err(e) = password.resolve() {
-                    problems.push(Problem::new("auth.basic.password", error_chain(&e)));
+                match password.resolve() {
+                    Ok(p) => {
+                        citadel_itest_core::config::register_basic_credentials(username, p.expose())
+                    }
+                    Err(e) => problems.push(Problem::new("auth.basic.password", error_chain(&e))),
                 }
             }
         }
@@ -1049,7 +1052,8 @@ fn name_problems(name: &str) -> Vec<Problem> {
         vec![Problem::new(
             "name",
             format!(
-                "`{name}` is not a valid name: use 1-40 lowercase letters, digits, `_` and `-`"
+                "`{}` is not a valid name: use 1-40 lowercase letters, digits, `_` and `-`",
+                citadel_itest_core::config::shorten(name)
             ),
         )]
     }
@@ -1117,6 +1121,14 @@ fn http_endpoint(raw: &str, key: &str, problems: &mut Vec<Problem>) -> Option<ur
             format!("URL `{}` must not have a query or fragment", redact(raw)),
         ));
         return None;
+    }
+    if url.port() == Some(0) {
+        problems.push(Problem::new(key, "port 0 is not a usable port (1..=65535)"));
+        return None;
+    }
+    // Userinfo credentials travel as a Basic header: redact that form too.
+    if let Err(short) = citadel_itest_core::config::register_url_secrets(&url) {
+        problems.push(Problem::new(key, short.to_string()));
     }
     Some(url)
 }
@@ -1314,7 +1326,7 @@ mod tests {
         let keys: Vec<String> = t.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["host", "dsn", "password"]);
         let t = PostgresTarget::new("db")
-            .dsn("postgres://u:pw@127.0.0.1/db?sslmode=disable")
+            .dsn("postgres://u:pw12@127.0.0.1/db?sslmode=disable")
             .sslmode(SslMode::Require)
             .user("v");
         let problems = t.problems();
