@@ -5,7 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use citadel_itest_core::config::{SecretString, redact_text};
+use citadel_itest_core::config::SecretString;
+use citadel_itest_core::http::{BodyError, BodyLimit, DEFAULT_MAX_BODY, excerpt, read_body};
 use citadel_itest_core::{
     BoxError, Category, Check, CheckContext, CheckId, ErrorKind, Measurement, Outcome, Threshold,
     Unit, error_chain,
@@ -15,12 +16,6 @@ use tokio::time::Instant;
 use crate::classify::http_error;
 use crate::config::{Auth, Endpoint, EndpointError, JsonExpectation, TargetConfig, redact};
 use crate::connectivity::timed_out;
-
-/// Most of a body that is read; longer bodies are cut (and fail a JSON assertion).
-const MAX_BODY: usize = 1024 * 1024;
-
-/// Characters of a body or value quoted in a message.
-const PREVIEW_CHARS: usize = 200;
 
 /// Sends `samples` GET requests to a target's health endpoint, one after the other, and
 /// checks each answer: the status (the configured one, else any 2xx) and, when configured, a
@@ -32,6 +27,12 @@ const PREVIEW_CHARS: usize = 200;
 /// `GET http://127.0.0.1:58080/health returned 503, expected 2xx: ...`. No proxy is used and
 /// redirects are not followed (a 3xx is what the endpoint answered); the check's deadline bounds
 /// every request.
+///
+/// Every body is read whole, through the core's bounded reader
+/// ([`citadel_itest_core::http::read_body`]): a body over the cap (4 MiB unless
+/// [`HealthCheck::max_body`] says otherwise) fails (`body over 4 MiB`), and a body that has not
+/// ended by the check's deadline ends the check in a timeout naming it (`body not finished
+/// within 10s`): an answer that never ends is not a healthy answer.
 #[derive(Clone)]
 pub struct HealthCheck {
     id: CheckId,
@@ -43,6 +44,7 @@ pub struct HealthCheck {
     auth: Option<Auth>,
     latency_p95_limit: Duration,
     timeout: Option<Duration>,
+    max_body: usize,
 }
 
 impl fmt::Debug for HealthCheck {
@@ -60,6 +62,7 @@ impl fmt::Debug for HealthCheck {
             .field("auth", &self.auth)
             .field("latency_p95_limit", &self.latency_p95_limit)
             .field("timeout", &self.timeout)
+            .field("max_body", &self.max_body)
             .finish()
     }
 }
@@ -83,7 +86,16 @@ impl HealthCheck {
             auth: target.auth.clone(),
             latency_p95_limit,
             timeout: target.timeout,
+            max_body: DEFAULT_MAX_BODY,
         }
+    }
+
+    /// Read at most `bytes` of each answer's body (default
+    /// [`DEFAULT_MAX_BODY`](citadel_itest_core::http::DEFAULT_MAX_BODY), 4 MiB); a longer body
+    /// fails the check.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     fn measurements(&self, latencies: &[Duration]) -> Vec<Measurement> {
@@ -97,7 +109,12 @@ impl HealthCheck {
         ]
     }
 
-    async fn sample(&self, url: &url::Url, deadline: Instant) -> Result<Outcome, BoxError> {
+    async fn sample(
+        &self,
+        url: &url::Url,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Outcome, BoxError> {
         let shown = redact(url.as_str());
         let credentials = self.credentials()?;
         let client = reqwest::Client::builder()
@@ -136,12 +153,22 @@ impl HealthCheck {
                 }
             };
             let status = response.status().as_u16();
-            let body = match read_body(response).await {
+            let limit = BodyLimit::until(deadline)
+                .max_bytes(self.max_body)
+                .allowed(budget);
+            let body = match read_body(response, &limit).await {
                 Ok(b) => b,
-                Err(e) if e.is_timeout() => return Ok(timed_out(format!("GET {shown}"))),
+                Err(e @ BodyError::Unfinished { .. }) => {
+                    return Ok(Outcome::error(
+                        ErrorKind::Timeout,
+                        format!(
+                            "GET {shown} returned {status}, then the check's timeout passed: {e}"
+                        ),
+                    ));
+                }
                 Err(e) => {
                     return Ok(Outcome::Failed {
-                        message: format!("GET {shown}: read body: {}", http_error(e)),
+                        message: format!("GET {shown} returned {status}: {e}"),
                         measurements: self.measurements(&latencies),
                     });
                 }
@@ -172,13 +199,16 @@ impl HealthCheck {
             None => None,
             Some(Auth::Bearer(token)) => Some(Credentials::Bearer(resolve(token)?)),
             Some(Auth::Basic { username, password }) => {
-                Some(Credentials::Basic(username.clone(), resolve(password)?))
+                let password = resolve(password)?;
+                // The header value (base64 of user:password) is redacted like the password.
+                citadel_itest_core::config::register_basic_credentials(username, password.expose());
+                Some(Credentials::Basic(username.clone(), password))
             }
         })
     }
 
     /// What is wrong with one answer, as the end of a sentence starting `GET <url> `.
-    fn assert_answer(&self, status: u16, body: &Body) -> Option<String> {
+    fn assert_answer(&self, status: u16, body: &[u8]) -> Option<String> {
         let status_ok = match self.expect_status {
             Some(expected) => status == expected,
             None => (200..300).contains(&status),
@@ -189,30 +219,25 @@ impl HealthCheck {
                 .map_or_else(|| "2xx".to_string(), |s| s.to_string());
             return Some(format!(
                 "returned {status}, expected {expected}{}",
-                body.suffix()
+                suffix(body)
             ));
         }
         let expectation = self.expect_json.as_ref()?;
         let pointer = &expectation.pointer;
-        if body.truncated {
-            return Some(format!(
-                "returned a body over {} KiB; cannot check JSON pointer {pointer}",
-                MAX_BODY / 1024
-            ));
-        }
-        let json: serde_json::Value = match serde_json::from_slice(&body.bytes) {
+        let json: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
                 return Some(format!(
-                    "returned a body that is not JSON ({e}); cannot check JSON pointer {pointer}{}",
-                    body.suffix()
+                    "returned a body that is not JSON ({}); cannot check JSON pointer {pointer}{}",
+                    preview(&e.to_string()),
+                    suffix(body)
                 ));
             }
         };
         match json.pointer(pointer) {
             None => Some(format!(
                 "returned JSON without pointer {pointer}{}",
-                body.suffix()
+                suffix(body)
             )),
             Some(found) if *found != expectation.equals => Some(format!(
                 "returned JSON pointer {pointer} = {}, expected {}",
@@ -229,56 +254,25 @@ enum Credentials {
     Basic(String, SecretString),
 }
 
-struct Body {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-impl Body {
-    /// `: <preview>` for a non-empty body, else nothing.
-    fn suffix(&self) -> String {
-        let text = String::from_utf8_lossy(&self.bytes);
-        let text = text.trim();
-        if text.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", preview(text))
-        }
+/// `: <excerpt>` for a body that is not blank, else nothing.
+fn suffix(body: &[u8]) -> String {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        String::new()
+    } else {
+        format!(": {}", excerpt(body))
     }
 }
 
-/// At most [`PREVIEW_CHARS`] characters of `text` on one line, secrets redacted.
+/// At most 200 characters of `text` on one line, secrets redacted.
 fn preview(text: &str) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(PREVIEW_CHARS)
-        .collect();
-    let mut out = redact_text(&one_line);
-    if text.chars().count() > PREVIEW_CHARS {
-        out.push('…');
-    }
-    out
+    excerpt(text.as_bytes())
 }
 
-/// Reads at most [`MAX_BODY`] bytes of the body.
-async fn read_body(mut response: reqwest::Response) -> Result<Body, reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY - bytes.len();
-        if chunk.len() > room {
-            bytes.extend_from_slice(&chunk[..room]);
-            return Ok(Body {
-                bytes,
-                truncated: true,
-            });
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(Body {
-        bytes,
-        truncated: false,
-    })
+/// The check's time as a message names it: rounded up to a tenth of a second (the runner's
+/// deadline was set a moment before the check started).
+fn budget_of(remaining: Duration) -> Duration {
+    let tenths = remaining.as_millis().div_ceil(100);
+    Duration::from_millis(u64::try_from(tenths * 100).unwrap_or(u64::MAX))
 }
 
 #[async_trait]
@@ -306,12 +300,13 @@ impl Check for HealthCheck {
             Some(Err(e)) => return Err(format!("target {}: {e}", self.name).into()),
             Some(Ok(url)) => url,
         };
+        let budget = budget_of(ctx.remaining());
         tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => {
                 Ok(Outcome::error(ErrorKind::Cancelled, format!("health of {} cancelled", self.name)))
             }
-            outcome = self.sample(url, ctx.deadline) => outcome,
+            outcome = self.sample(url, ctx.deadline, budget) => outcome,
         }
     }
 }
@@ -324,19 +319,16 @@ mod tests {
         HealthCheck::new(&target, Duration::from_millis(200))
     }
 
-    fn body(text: &str) -> Body {
-        Body {
-            bytes: text.as_bytes().to_vec(),
-            truncated: false,
-        }
+    fn body(text: &str) -> &[u8] {
+        text.as_bytes()
     }
 
     #[test]
     fn status_defaults_to_any_2xx() {
         let c = check(TargetConfig::new("g", "http://127.0.0.1:1").health_path("/health"));
-        assert_eq!(c.assert_answer(204, &body("")), None);
+        assert_eq!(c.assert_answer(204, body("")), None);
         assert_eq!(
-            c.assert_answer(503, &body("down\n")).as_deref(),
+            c.assert_answer(503, body("down\n")).as_deref(),
             Some("returned 503, expected 2xx: down")
         );
         let c = check(
@@ -345,7 +337,7 @@ mod tests {
                 .expect_status(200),
         );
         assert_eq!(
-            c.assert_answer(204, &body("")).as_deref(),
+            c.assert_answer(204, body("")).as_deref(),
             Some("returned 204, expected 200")
         );
     }
@@ -357,36 +349,40 @@ mod tests {
                 .health_path("/health")
                 .expect_json("/status", serde_json::json!("ok")),
         );
-        assert_eq!(c.assert_answer(200, &body(r#"{"status":"ok"}"#)), None);
+        assert_eq!(c.assert_answer(200, body(r#"{"status":"ok"}"#)), None);
         assert_eq!(
-            c.assert_answer(200, &body(r#"{"status":"degraded"}"#))
+            c.assert_answer(200, body(r#"{"status":"degraded"}"#))
                 .as_deref(),
             Some(r#"returned JSON pointer /status = "degraded", expected "ok""#)
         );
-        let missing = c.assert_answer(200, &body(r#"{"state":"ok"}"#)).unwrap();
+        let missing = c.assert_answer(200, body(r#"{"state":"ok"}"#)).unwrap();
         assert!(
             missing.starts_with("returned JSON without pointer /status"),
             "{missing}"
         );
-        let not_json = c.assert_answer(200, &body("OK")).unwrap();
+        let not_json = c.assert_answer(200, body("OK")).unwrap();
         assert!(not_json.contains("not JSON"), "{not_json}");
-        let big = Body {
-            bytes: Vec::new(),
-            truncated: true,
-        };
-        assert!(
-            c.assert_answer(200, &big)
-                .unwrap()
-                .contains("over 1024 KiB")
-        );
     }
 
     #[test]
     fn previews_are_short_and_on_one_line() {
         let long = "x".repeat(500);
         let p = preview(&long);
-        assert_eq!(p.chars().count(), PREVIEW_CHARS + 1);
+        assert_eq!(p.chars().count(), 200);
         assert_eq!(preview("a\nb"), "a b");
+        assert_eq!(suffix(b" \n"), "");
+    }
+
+    #[test]
+    fn budgets_round_up_to_tenths() {
+        assert_eq!(
+            budget_of(Duration::from_micros(9_999_990)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            budget_of(Duration::from_millis(2_950)),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]

@@ -97,12 +97,60 @@ pub(crate) struct Check {
     pub(crate) name: String,
     /// `pg_get_constraintdef`: `CHECK ((balance >= 0))`.
     pub(crate) definition: String,
+    /// `pg_get_expr` of the condition: `(balance >= 0)`.
+    pub(crate) expression: String,
+}
+
+/// One key of an index: a column or an expression, with its ordering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexKey {
+    /// The column's name, or the expression as `pg_get_indexdef` prints it.
+    pub(crate) expr: String,
+    /// A plain column (else an expression).
+    pub(crate) column: bool,
+    pub(crate) desc: bool,
+    pub(crate) nulls_first: bool,
+}
+
+impl IndexKey {
+    /// `DESC`, `NULLS FIRST`, ... where they differ from the default (ASC NULLS LAST).
+    pub(crate) fn order_suffix(&self) -> String {
+        let mut s = String::new();
+        if self.desc {
+            s.push_str(" DESC");
+        }
+        match (self.desc, self.nulls_first) {
+            (false, true) => s.push_str(" NULLS FIRST"),
+            (true, false) => s.push_str(" NULLS LAST"),
+            _ => {}
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for IndexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.column {
+            write!(f, "{}", crate::ident::display_ident(&self.expr))?;
+        } else {
+            f.write_str(&self.expr)?;
+        }
+        f.write_str(&self.order_suffix())
+    }
+}
+
+/// `(a, lower(b), c DESC)`: columns shown as names, expressions as written.
+pub(crate) fn key_list(keys: &[IndexKey]) -> String {
+    let parts: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    format!("({})", parts.join(", "))
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Index {
     pub(crate) name: String,
+    /// Each key as `pg_get_indexdef` prints it, plus ` DESC` / ` NULLS FIRST|LAST`.
     pub(crate) columns: Vec<String>,
+    pub(crate) keys: Vec<IndexKey>,
     pub(crate) unique: bool,
     pub(crate) method: String,
     pub(crate) predicate: Option<String>,
@@ -139,7 +187,8 @@ const CONSTRAINTS_SQL: &str = "SELECT n.nspname::text, c.relname::text, con.conn
        fn.nspname::text, fc.relname::text, \
        ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord) \
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord), \
-       con.confdeltype::text, con.confupdtype::text, con.convalidated, pg_get_constraintdef(con.oid) \
+       con.confdeltype::text, con.confupdtype::text, con.convalidated, pg_get_constraintdef(con.oid), \
+       pg_get_expr(con.conbin, con.conrelid) \
      FROM pg_constraint con \
      JOIN pg_class c ON c.oid = con.conrelid \
      JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -152,13 +201,13 @@ const CONSTRAINTS_SQL: &str = "SELECT n.nspname::text, c.relname::text, con.conn
 const INDEXES_SQL: &str = "SELECT n.nspname::text, t.relname::text, i.relname::text, ix.indisunique, \
        am.amname::text, \
        ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) \
-                    || CASE WHEN ix.indoption[k - 1] & 1 = 1 THEN ' DESC' ELSE '' END \
-                    || CASE ix.indoption[k - 1] & 3 WHEN 2 THEN ' NULLS FIRST' \
-                                                    WHEN 1 THEN ' NULLS LAST' ELSE '' END \
              FROM generate_series(1, ix.indnkeyatts) k ORDER BY k), \
        pg_get_expr(ix.indpred, ix.indrelid), \
        EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = ix.indexrelid \
-               AND con.conrelid = ix.indrelid AND con.contype IN ('p', 'u', 'x')) \
+               AND con.conrelid = ix.indrelid AND con.contype IN ('p', 'u', 'x')), \
+       ARRAY(SELECT ix.indkey[k - 1] <> 0 FROM generate_series(1, ix.indnkeyatts) k ORDER BY k), \
+       ARRAY(SELECT ix.indoption[k - 1] & 1 = 1 FROM generate_series(1, ix.indnkeyatts) k ORDER BY k), \
+       ARRAY(SELECT ix.indoption[k - 1] & 2 = 2 FROM generate_series(1, ix.indnkeyatts) k ORDER BY k) \
      FROM pg_index ix \
      JOIN pg_class i ON i.oid = ix.indexrelid \
      JOIN pg_class t ON t.oid = ix.indrelid \
@@ -283,6 +332,7 @@ impl Catalog {
                 _ => t.checks.push(Check {
                     name,
                     definition: row.try_get(11)?,
+                    expression: row.try_get::<Option<String>, _>(12)?.unwrap_or_default(),
                 }),
             }
         }
@@ -294,11 +344,44 @@ impl Catalog {
         {
             let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
             if let Some(t) = cat.tables.get_mut(&key) {
+                let exprs: Vec<String> = row.try_get(5)?;
+                let is_column: Vec<bool> = row.try_get(8)?;
+                let desc: Vec<bool> = row.try_get(9)?;
+                let nulls_first: Vec<bool> = row.try_get(10)?;
+                let keys: Vec<IndexKey> = exprs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, expr)| {
+                        let column = is_column.get(i).copied().unwrap_or(false);
+                        IndexKey {
+                            expr: if column {
+                                crate::normalize::plain_identifier(&expr).unwrap_or(expr)
+                            } else {
+                                expr
+                            },
+                            column,
+                            desc: desc.get(i).copied().unwrap_or(false),
+                            nulls_first: nulls_first.get(i).copied().unwrap_or(false),
+                        }
+                    })
+                    .collect();
+                let columns = keys
+                    .iter()
+                    .map(|k| {
+                        let e = if k.column {
+                            crate::ident::display_ident(&k.expr)
+                        } else {
+                            k.expr.clone()
+                        };
+                        format!("{e}{}", k.order_suffix())
+                    })
+                    .collect();
                 t.indexes.push(Index {
                     name: row.try_get(2)?,
                     unique: row.try_get(3)?,
                     method: row.try_get(4)?,
-                    columns: row.try_get(5)?,
+                    columns,
+                    keys,
                     predicate: row.try_get(6)?,
                     backs_constraint: row.try_get(7)?,
                 });
@@ -376,7 +459,7 @@ impl Catalog {
                 .iter()
                 .filter(|ix| !ix.backs_constraint)
                 .map(|ix| {
-                    let mut i = IndexSpec::new(ix.columns.clone());
+                    let mut i = IndexSpec::new(ix.keys.iter().map(ToString::to_string));
                     i.unique = Some(ix.unique);
                     i.method = Some(ix.method.clone());
                     i.predicate = ix.predicate.clone();
@@ -388,7 +471,7 @@ impl Catalog {
                 .iter()
                 .map(|c| {
                     let mut s = CheckSpec::new(c.name.clone());
-                    s.expression = Some(c.definition.clone());
+                    s.expression = Some(c.expression.clone());
                     s
                 })
                 .collect();

@@ -2,12 +2,115 @@
 //! `column chat.sessions.user_id: expected uuid NOT NULL, found text NULL`,
 //! `missing index chat.messages(session_id)`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::catalog::{Catalog, Column, Table};
+use crate::canon::{Canon, Context, Same};
+use crate::catalog::{Catalog, Column, Index, IndexKey, Table, key_list};
 use crate::ident::{TableRef, column_list, display_ident};
-use crate::normalize::{expr_key, is_serial, normalize_type};
+use crate::normalize::{DeclaredKey, is_serial, normalize_type};
 use crate::spec::{ExpectedSchema, IndexSpec, NamespaceSpec, TableSpec};
+
+/// What a comparison found: differences of the database (drift), and problems of the
+/// declaration itself (an expression that does not parse, a type Postgres does not have).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Findings {
+    pub(crate) diffs: Vec<String>,
+    pub(crate) declaration: Vec<String>,
+}
+
+/// What the server told about the declaration before the comparison: canonical expressions
+/// and declared types it does not know.
+#[derive(Debug, Default)]
+pub(crate) struct Resolved {
+    pub(crate) canon: Canon,
+    /// Declared type name -> why it is not a type.
+    pub(crate) unknown_types: BTreeMap<String, String>,
+}
+
+/// Declared column types that must be looked up in `pg_type`: those that do not already equal
+/// the live column's type (a known type) and are not serial pseudo-types.
+pub(crate) fn types_to_resolve(
+    namespace: &str,
+    spec: &NamespaceSpec,
+    live: &Catalog,
+) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for (name, t) in &spec.tables {
+        let table = live.tables.get(&(namespace.to_string(), name.clone()));
+        for (col, cs) in &t.columns {
+            if is_serial(&cs.type_name) || cs.type_name.trim().is_empty() {
+                continue;
+            }
+            let want = normalize_type(&cs.type_name);
+            let same = table
+                .and_then(|t| t.column(col))
+                .is_some_and(|lc| normalize_type(&lc.type_name) == want);
+            if !same {
+                out.insert(want);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Asks `canon` for every expression the comparison of `namespace` will need: declared and
+/// found CHECK conditions, defaults, index predicates and key expressions.
+pub(crate) fn want_expressions(
+    namespace: &str,
+    spec: &NamespaceSpec,
+    live: &Catalog,
+    canon: &mut Canon,
+) {
+    for (name, t) in &spec.tables {
+        let Some(table) = live.tables.get(&(namespace.to_string(), name.clone())) else {
+            continue;
+        };
+        let row = Context::row_of(table);
+        for c in &t.checks {
+            if let Some(e) = &c.expression {
+                canon.want(&row, e);
+                if let Some(l) = table.checks.iter().find(|l| l.name == c.name) {
+                    canon.want(&row, &l.expression);
+                }
+            }
+        }
+        for (col, cs) in &t.columns {
+            let (Some(d), Some(lc)) = (&cs.default, table.column(col)) else {
+                continue;
+            };
+            let ctx = Context::cast_to(&lc.type_name);
+            canon.want(&ctx, d);
+            if let Some(ld) = &lc.default {
+                canon.want(&ctx, ld);
+            }
+        }
+        let mut keys = false;
+        let mut predicates = false;
+        for ix in &t.indexes {
+            for k in &ix.columns {
+                let k = DeclaredKey::parse(k);
+                if !k.column {
+                    canon.want(&row, &k.expr);
+                    keys = true;
+                }
+            }
+            if let Some(p) = &ix.predicate {
+                canon.want(&row, p);
+                predicates = true;
+            }
+        }
+        for ix in &table.indexes {
+            if keys {
+                for k in ix.keys.iter().filter(|k| !k.column) {
+                    canon.want(&row, &k.expr);
+                }
+            }
+            if let (true, Some(p)) = (predicates, &ix.predicate) {
+                canon.want(&row, p);
+            }
+        }
+    }
+}
 
 fn nullability(not_null: bool) -> &'static str {
     if not_null { "NOT NULL" } else { "NULL" }
@@ -22,10 +125,83 @@ fn describe_live(c: &Column) -> String {
 }
 
 fn same_columns(a: &[String], b: &[String]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x == y || expr_key(x) == expr_key(y))
+    a == b
+}
+
+/// Whether an index's keys are plain columns, in default order, equal to `cols`.
+fn index_on_columns(ix: &Index, cols: &[String]) -> bool {
+    ix.keys.len() == cols.len()
+        && ix
+            .keys
+            .iter()
+            .zip(cols)
+            .all(|(k, c)| k.column && !k.desc && !k.nulls_first && k.expr == *c)
+}
+
+/// Per-table comparison state.
+struct Cmp<'a> {
+    t: &'a TableRef,
+    row: Context,
+    resolved: &'a Resolved,
+    declaration: Vec<String>,
+}
+
+impl Cmp<'_> {
+    /// Compares a declared expression with a found one; a declared expression the server
+    /// cannot use is noted as a declaration problem (and counts as equal: no drift claimed).
+    fn same(&mut self, ctx: &Context, what: &str, declared: &str, found: &str) -> bool {
+        match self.resolved.canon.same(ctx, declared, found) {
+            Same::Equal => true,
+            Same::Different => false,
+            Same::BadDeclaration(why) => {
+                let note = format!("table {}: {what} `{declared}`: {why}", self.t);
+                if !self.declaration.contains(&note) {
+                    self.declaration.push(note);
+                }
+                true
+            }
+        }
+    }
+
+    fn same_key(&mut self, declared: &DeclaredKey, found: &IndexKey) -> bool {
+        if declared.desc != found.desc || declared.nulls_first != found.nulls_first {
+            return false;
+        }
+        match (declared.column, found.column) {
+            (true, true) => declared.expr == found.expr,
+            (false, false) => {
+                let row = self.row.clone();
+                self.same(&row, "index expression", &declared.expr, &found.expr)
+            }
+            _ => false,
+        }
+    }
+
+    fn same_keys(&mut self, declared: &[String], found: &[IndexKey]) -> bool {
+        declared.len() == found.len()
+            && declared
+                .iter()
+                .zip(found)
+                .all(|(d, f)| self.same_key(&DeclaredKey::parse(d), f))
+    }
+}
+
+/// `(a, lower(b), c DESC)` for declared keys: columns as names, expressions as written.
+fn declared_key_list(keys: &[String]) -> String {
+    let parts: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let d = DeclaredKey::parse(k);
+            IndexKey {
+                expr: d.expr,
+                column: d.column,
+                desc: d.desc,
+                nulls_first: d.nulls_first,
+            }
+            .to_string()
+        })
+        .collect();
+    format!("({})", parts.join(", "))
 }
 
 /// Database-wide differences: extensions and, in exact mode, schemas nobody declared.
@@ -78,7 +254,9 @@ pub(crate) fn diff_database(spec: &ExpectedSchema, live: &Catalog, exact: bool) 
     out
 }
 
-/// Differences within one namespace. Tables in `ignore` are neither expected nor flagged.
+/// Differences within one namespace, comparing expressions as text deparsed by the server on
+/// both sides (migrations mode: both catalogs are). Tables in `ignore` are neither expected nor
+/// flagged.
 pub(crate) fn diff_namespace(
     namespace: &str,
     spec: &NamespaceSpec,
@@ -86,37 +264,94 @@ pub(crate) fn diff_namespace(
     exact: bool,
     ignore: &[TableRef],
 ) -> Vec<String> {
+    diff_namespace_with(namespace, spec, live, exact, ignore, &Resolved::default()).diffs
+}
+
+/// Differences within one namespace, with expressions compared through `resolved`.
+pub(crate) fn diff_namespace_with(
+    namespace: &str,
+    spec: &NamespaceSpec,
+    live: &Catalog,
+    exact: bool,
+    ignore: &[TableRef],
+    resolved: &Resolved,
+) -> Findings {
+    let mut findings = Findings::default();
     if !live.namespaces.contains(namespace) {
-        return vec![format!("missing schema {}", display_ident(namespace))];
+        findings
+            .diffs
+            .push(format!("missing schema {}", display_ident(namespace)));
+        return findings;
     }
     let ignored = |t: &str| ignore.iter().any(|i| i.schema == namespace && i.table == t);
-    let mut out = Vec::new();
     for (name, table_spec) in &spec.tables {
         if ignored(name) {
             continue;
         }
         let tref = TableRef::new(namespace, name.clone());
         match live.tables.get(&(namespace.to_string(), name.clone())) {
-            None => out.push(format!("missing table {tref}")),
-            Some(table) => out.extend(diff_table(&tref, table_spec, table, exact)),
+            None => {
+                findings.diffs.push(format!("missing table {tref}"));
+                for (col, cs) in &table_spec.columns {
+                    unknown_type(
+                        &tref,
+                        col,
+                        &cs.type_name,
+                        resolved,
+                        &mut findings.declaration,
+                    );
+                }
+            }
+            Some(table) => {
+                let mut cmp = Cmp {
+                    t: &tref,
+                    row: Context::row_of(table),
+                    resolved,
+                    declaration: Vec::new(),
+                };
+                let diffs = diff_table(&mut cmp, table_spec, table, exact);
+                findings.diffs.extend(diffs);
+                findings.declaration.append(&mut cmp.declaration);
+            }
         }
     }
     if exact {
         for (name, _) in live.tables_in(namespace) {
             if !spec.tables.contains_key(name) && !ignored(name) {
-                out.push(format!(
+                findings.diffs.push(format!(
                     "unexpected table {}",
                     TableRef::new(namespace, name)
                 ));
             }
         }
     }
-    out
+    findings
 }
 
-fn diff_table(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool) -> Vec<String> {
+/// Notes a declared type the server does not know; true if it is unknown.
+fn unknown_type(
+    t: &TableRef,
+    column: &str,
+    type_name: &str,
+    resolved: &Resolved,
+    declaration: &mut Vec<String>,
+) -> bool {
+    match resolved.unknown_types.get(&normalize_type(type_name)) {
+        Some(why) => {
+            declaration.push(format!(
+                "column {t}.{}: type `{type_name}` is not a type of this database ({why})",
+                display_ident(column)
+            ));
+            true
+        }
+        None => false,
+    }
+}
+
+fn diff_table(cmp: &mut Cmp<'_>, spec: &TableSpec, live: &Table, exact: bool) -> Vec<String> {
+    let t = cmp.t;
     let mut out = Vec::new();
-    diff_columns(t, spec, live, exact, &mut out);
+    diff_columns(cmp, spec, live, exact, &mut out);
 
     // Primary key.
     match (&spec.primary_key, &live.primary_key) {
@@ -143,7 +378,7 @@ fn diff_table(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool) -> Vec<
         } else if let Some(ix) = live
             .indexes
             .iter()
-            .find(|ix| ix.unique && ix.predicate.is_none() && same_columns(cols, &ix.columns))
+            .find(|ix| ix.unique && ix.predicate.is_none() && index_on_columns(ix, cols))
         {
             used_indexes.insert(&ix.name);
         } else {
@@ -208,7 +443,7 @@ fn diff_table(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool) -> Vec<
 
     // Indexes.
     for ix in &spec.indexes {
-        diff_index(t, ix, live, &mut used_indexes, &mut out);
+        diff_index(cmp, ix, live, &mut used_indexes, &mut out);
     }
     if exact {
         for ix in &live.indexes {
@@ -216,7 +451,7 @@ fn diff_table(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool) -> Vec<
                 out.push(format!(
                     "unexpected {}index {t}{} ({})",
                     if ix.unique { "unique " } else { "" },
-                    column_list(&ix.columns),
+                    key_list(&ix.keys),
                     ix.name
                 ));
             }
@@ -224,19 +459,18 @@ fn diff_table(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool) -> Vec<
     }
 
     // Check constraints, by name.
+    let row = cmp.row.clone();
     for c in &spec.checks {
         match live.checks.iter().find(|l| l.name == c.name) {
             None => out.push(format!("missing check constraint {} on {t}", c.name)),
             Some(l) => {
-                if let Some(e) = c
-                    .expression
-                    .as_ref()
-                    .filter(|e| expr_key(e) != expr_key(&l.definition))
-                {
-                    out.push(format!(
-                        "check constraint {} on {t}: expected CHECK ({e}), found {}",
-                        c.name, l.definition
-                    ));
+                if let Some(e) = &c.expression {
+                    if !cmp.same(&row, "check expression", e, &l.expression) {
+                        out.push(format!(
+                            "check constraint {} on {t}: expected CHECK ({e}), found {}",
+                            c.name, l.definition
+                        ));
+                    }
                 }
             }
         }
@@ -273,7 +507,14 @@ fn diff_table(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool) -> Vec<
     out
 }
 
-fn diff_columns(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool, out: &mut Vec<String>) {
+fn diff_columns(
+    cmp: &mut Cmp<'_>,
+    spec: &TableSpec,
+    live: &Table,
+    exact: bool,
+    out: &mut Vec<String>,
+) {
+    let t = cmp.t;
     let in_pk = |name: &str| {
         spec.primary_key
             .as_ref()
@@ -284,6 +525,7 @@ fn diff_columns(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool, out: 
         let serial = is_serial(&cs.type_name);
         let want_type = normalize_type(&cs.type_name);
         let want_not_null = cs.not_null || serial || cs.identity.is_some() || in_pk(name);
+        let bad_type = unknown_type(t, name, &cs.type_name, cmp.resolved, &mut cmp.declaration);
         let Some(lc) = live.column(name) else {
             out.push(format!(
                 "missing column {at} ({want_type} {})",
@@ -291,9 +533,15 @@ fn diff_columns(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool, out: 
             ));
             continue;
         };
-        if normalize_type(&lc.type_name) != want_type || lc.not_null != want_not_null {
+        let type_differs = !bad_type && normalize_type(&lc.type_name) != want_type;
+        if type_differs || lc.not_null != want_not_null {
             out.push(format!(
-                "column {at}: expected {want_type} {}, found {}",
+                "column {at}: expected {} {}, found {}",
+                if bad_type {
+                    normalize_type(&lc.type_name)
+                } else {
+                    want_type.clone()
+                },
                 nullability(want_not_null),
                 describe_live(lc)
             ));
@@ -301,18 +549,27 @@ fn diff_columns(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool, out: 
         let found_default = match &lc.default {
             Some(d) if lc.generated => format!("generated as {d}"),
             Some(d) => format!("default {d}"),
-            None => "no default".to_string(),
+            None => match lc.identity {
+                Some(i) => format!("no default but {i}"),
+                None => "no default".to_string(),
+            },
         };
-        let matches = |want: &str| lc.default.as_deref().map(expr_key) == Some(expr_key(want));
         let is_sequence = lc
             .default
             .as_deref()
             .is_some_and(|d| d.starts_with("nextval("));
         let wrong_default = match &cs.default {
-            Some(d) => (!matches(d)).then(|| format!("default {d}")),
-            None if serial => {
-                (!is_sequence).then(|| "default nextval(...) of a serial".to_string())
+            Some(d) => {
+                let same = match &lc.default {
+                    Some(found) => {
+                        let ctx = Context::cast_to(&lc.type_name);
+                        cmp.same(&ctx, &format!("default of column {name}"), d, found)
+                    }
+                    None => false,
+                };
+                (!same).then(|| format!("default {d}"))
             }
+            None if serial => (!is_sequence).then(|| "a serial (default nextval(...))".to_string()),
             None if exact && lc.default.is_some() && lc.identity.is_none() => {
                 Some("no default".to_string())
             }
@@ -329,8 +586,13 @@ fn diff_columns(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool, out: 
             None => None,
         };
         if let Some(want) = want_identity.filter(|w| *w != lc.identity) {
-            let show = |i: Option<crate::spec::Identity>| {
-                i.map_or("no identity".to_string(), |i| i.to_string())
+            let show = |i: Option<crate::spec::Identity>| match i {
+                Some(i) => i.to_string(),
+                None if is_sequence => format!(
+                    "no identity but a serial (default {})",
+                    lc.default.as_deref().unwrap_or_default()
+                ),
+                None => "no identity".to_string(),
             };
             out.push(format!(
                 "column {at}: expected {}, found {}",
@@ -353,35 +615,39 @@ fn diff_columns(t: &TableRef, spec: &TableSpec, live: &Table, exact: bool, out: 
 }
 
 fn diff_index<'a>(
-    t: &TableRef,
+    cmp: &mut Cmp<'_>,
     spec: &IndexSpec,
     live: &'a Table,
     used: &mut BTreeSet<&'a str>,
     out: &mut Vec<String>,
 ) {
-    let candidates: Vec<_> = live
+    let t = cmp.t;
+    let candidates: Vec<&Index> = live
         .indexes
         .iter()
-        .filter(|ix| same_columns(&spec.columns, &ix.columns))
         .filter(|ix| spec.name.as_ref().is_none_or(|n| *n == ix.name))
+        .filter(|ix| cmp.same_keys(&spec.columns, &ix.keys))
         .collect();
-    let fits = |ix: &crate::catalog::Index| {
+    let row = cmp.row.clone();
+    let predicate_fits = |cmp: &mut Cmp<'_>, ix: &Index| match (&spec.predicate, &ix.predicate) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(p), Some(f)) => cmp.same(&row, "index predicate", p, f),
+    };
+    let cols = declared_key_list(&spec.columns);
+    let fits = candidates.iter().position(|ix| {
         spec.unique.is_none_or(|u| u == ix.unique)
             && spec
                 .method
                 .as_ref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(&ix.method))
-            && spec
-                .predicate
-                .as_ref()
-                .is_none_or(|p| ix.predicate.as_deref().map(expr_key) == Some(expr_key(p)))
-    };
-    let cols = column_list(&spec.columns);
-    if let Some(ix) = candidates.iter().find(|ix| fits(ix)) {
-        used.insert(&ix.name);
+            && predicate_fits(cmp, ix)
+    });
+    if let Some(i) = fits {
+        used.insert(&candidates[i].name);
         return;
     }
-    let Some(ix) = candidates.first() else {
+    let Some(ix) = candidates.first().copied() else {
         let kind = if spec.unique == Some(true) {
             "unique index"
         } else {
@@ -409,7 +675,7 @@ fn diff_index<'a>(
         wrong.push(format!("expected method {m}, found {}", ix.method));
     }
     if let Some(p) = &spec.predicate {
-        if ix.predicate.as_deref().map(expr_key) != Some(expr_key(p)) {
+        if !predicate_fits(cmp, ix) {
             wrong.push(format!(
                 "expected WHERE {p}, found {}",
                 ix.predicate

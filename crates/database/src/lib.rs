@@ -72,6 +72,7 @@
 
 #![forbid(unsafe_code)]
 
+mod canon;
 mod catalog;
 mod config;
 mod connect;

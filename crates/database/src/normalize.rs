@@ -93,111 +93,67 @@ fn collapse_whitespace(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Multi-word type names that may follow a `::` cast.
-const TYPE_CONTINUATIONS: [&str; 5] = [
-    " varying",
-    " with time zone",
-    " without time zone",
-    " precision",
-    " zone",
-];
-
-/// A comparison key for a SQL expression (default, check condition, index predicate): casts
-/// (`::text`), case and whitespace outside string literals, parentheses and a leading `CHECK`
-/// or trailing `NOT VALID` are removed.
-pub(crate) fn expr_key(raw: &str) -> String {
-    let without_casts = strip_casts(raw.trim());
-    let mut out = String::with_capacity(without_casts.len());
-    let mut chars = without_casts.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                out.push(c);
-                while let Some(q) = chars.next() {
-                    out.push(q);
-                    if q == '\'' {
-                        if chars.peek() == Some(&'\'') {
-                            out.push('\'');
-                            chars.next();
-                        } else {
-                            break;
-                        }
-                    }
-                }
-            }
-            '(' | ')' => {}
-            c if c.is_whitespace() => {}
-            c => out.extend(c.to_lowercase()),
-        }
-    }
-    let out = out.strip_prefix("check").unwrap_or(&out).to_string();
-    out.strip_suffix("notvalid").unwrap_or(&out).to_string()
+/// A declared index key: `created_at`, `"Odd Name"`, `lower(email)`, `created_at DESC NULLS
+/// LAST`, split into the column or expression and its ordering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeclaredKey {
+    /// The column's name (unquoted) or the expression, without the ordering words.
+    pub(crate) expr: String,
+    /// A plain column (else an expression).
+    pub(crate) column: bool,
+    pub(crate) desc: bool,
+    pub(crate) nulls_first: bool,
 }
 
-/// Removes `::type` casts outside string literals.
-fn strip_casts(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if c == b'\'' {
-            let start = i;
-            i += 1;
-            while i < bytes.len() {
-                if bytes[i] == b'\'' {
-                    if bytes.get(i + 1) == Some(&b'\'') {
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                    break;
-                }
-                i += 1;
-            }
-            out.push_str(&s[start..i]);
-            continue;
-        }
-        if c == b':' && bytes.get(i + 1) == Some(&b':') {
-            i += 2;
-            while i < bytes.len() && bytes[i] == b' ' {
-                i += 1;
-            }
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'.' | b'"'))
-            {
-                i += 1;
-            }
-            'words: loop {
-                for word in TYPE_CONTINUATIONS {
-                    let end = i + word.len();
-                    if end <= bytes.len()
-                        && bytes[i..end].eq_ignore_ascii_case(word.as_bytes())
-                        && bytes
-                            .get(end)
-                            .is_none_or(|b| !b.is_ascii_alphanumeric() && *b != b'_')
-                    {
-                        i = end;
-                        continue 'words;
-                    }
-                }
+impl DeclaredKey {
+    /// Parse one element of `indexes[].columns`.
+    pub(crate) fn parse(raw: &str) -> DeclaredKey {
+        let mut words: Vec<&str> = raw.split_whitespace().collect();
+        let mut desc = false;
+        let mut nulls: Option<bool> = None;
+        loop {
+            let n = words.len();
+            let upper = |w: &str| w.to_ascii_uppercase();
+            if n >= 3 && upper(words[n - 2]) == "NULLS" && upper(words[n - 1]) == "FIRST" {
+                nulls = Some(true);
+                words.truncate(n - 2);
+            } else if n >= 3 && upper(words[n - 2]) == "NULLS" && upper(words[n - 1]) == "LAST" {
+                nulls = Some(false);
+                words.truncate(n - 2);
+            } else if n >= 2 && upper(words[n - 1]) == "DESC" {
+                desc = true;
+                words.truncate(n - 1);
+            } else if n >= 2 && upper(words[n - 1]) == "ASC" {
+                words.truncate(n - 1);
+            } else {
                 break;
             }
-            if bytes.get(i) == Some(&b'(') {
-                if let Some(close) = s[i..].find(')') {
-                    i += close + 1;
-                }
-            }
-            while bytes.get(i) == Some(&b'[') && bytes.get(i + 1) == Some(&b']') {
-                i += 2;
-            }
-            continue;
         }
-        let ch = s[i..].chars().next().unwrap_or(' ');
-        out.push(ch);
-        i += ch.len_utf8();
+        let text = words.join(" ");
+        let (expr, column) = match plain_identifier(&text) {
+            Some(name) => (name, true),
+            None => (text, false),
+        };
+        DeclaredKey {
+            expr,
+            column,
+            desc,
+            nulls_first: nulls.unwrap_or(desc),
+        }
     }
-    out
+}
+
+/// `name` or `"Quoted ""Name"""` as an identifier (unquoted), else `None`.
+pub(crate) fn plain_identifier(text: &str) -> Option<String> {
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        let valid = !inner.is_empty() && !inner.replace("\"\"", "").contains('"');
+        return valid.then(|| inner.replace("\"\"", "\""));
+    }
+    let mut chars = text.chars();
+    let first = chars.next()?;
+    ((first.is_alphabetic() || first == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$'))
+    .then(|| text.to_string())
 }
 
 #[cfg(test)]
@@ -242,41 +198,26 @@ mod tests {
     }
 
     #[test]
-    fn expressions_compare_without_casts_case_and_spacing() {
-        assert_eq!(expr_key("'active'::text"), expr_key("'active'"));
+    fn index_keys_split_ordering_from_the_column_or_expression() {
+        let k = DeclaredKey::parse("created_at DESC");
         assert_eq!(
-            expr_key("'a b'::character varying"),
-            expr_key("'a b'::varchar")
+            (k.expr.as_str(), k.column, k.desc, k.nulls_first),
+            ("created_at", true, true, true)
         );
-        assert_ne!(expr_key("'a b'"), expr_key("'ab'"));
-        assert_eq!(expr_key("NOW()"), expr_key("now()"));
+        let k = DeclaredKey::parse("lower(email) asc nulls first");
         assert_eq!(
-            expr_key("CHECK ((balance >= (0)::numeric))"),
-            expr_key("balance >= 0")
+            (k.expr.as_str(), k.column, k.desc, k.nulls_first),
+            ("lower(email)", false, false, true)
         );
+        let k = DeclaredKey::parse("\"Odd Name\" DESC NULLS LAST");
         assert_eq!(
-            expr_key("CHECK ((char_length(title) > 0)) NOT VALID"),
-            expr_key("char_length(title) > 0")
+            (k.expr.as_str(), k.column, k.desc, k.nulls_first),
+            ("Odd Name", true, true, false)
         );
-        assert_eq!(
-            expr_key("nextval('chat.messages_id_seq'::regclass)"),
-            "nextval'chat.messages_id_seq'"
-        );
-        assert_eq!(
-            expr_key("'2020-01-01 00:00:00+00'::timestamp with time zone"),
-            expr_key("'2020-01-01 00:00:00+00'")
-        );
-        assert_eq!(expr_key("'it''s'::text"), "'it''s'");
-        // Any text, however odd, gives a key and no panic.
-        for odd in [
-            "é::ü",
-            "x::text é",
-            "'unterminated",
-            "::",
-            "a::(",
-            "ß::character varyingé",
-        ] {
-            let _ = expr_key(odd);
+        let k = DeclaredKey::parse("(a + b)");
+        assert!(!k.column);
+        for odd in ["", "DESC", "é", "\"", "\"a\"b\""] {
+            let _ = DeclaredKey::parse(odd);
             let _ = normalize_type(odd);
         }
     }

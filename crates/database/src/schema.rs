@@ -10,10 +10,13 @@ use citadel_itest_core::{
 };
 use sqlx::Connection as _;
 
+use crate::canon::{Canon, unknown_types};
 use crate::catalog::{Catalog, Namespaces};
 use crate::config::DatabaseTarget;
 use crate::connect::{Connector, describe};
-use crate::diff::{diff_database, diff_namespace};
+use crate::diff::{
+    Resolved, diff_database, diff_namespace_with, types_to_resolve, want_expressions,
+};
 use crate::spec::ExpectedSchema;
 
 /// The expected schema, or why it could not be loaded (reported when the check runs).
@@ -90,15 +93,60 @@ impl SchemaCheck {
                 )
             })?;
         let read_time = started.elapsed();
+
+        // Let the server canonicalise every expression to compare and resolve declared types
+        // that differ from the live ones: one read-only statement each.
+        let started = Instant::now();
+        let mut resolved = Resolved {
+            canon: Canon::new(),
+            ..Resolved::default()
+        };
+        want_expressions(&self.namespace, ns_spec, &catalog, &mut resolved.canon);
+        let expressions = resolved.canon.wanted_len();
+        let server = |e: sqlx::Error| {
+            format!(
+                "canonicalise the declared expressions on database {}: {}",
+                self.connector.name,
+                describe(&e)
+            )
+        };
+        resolved.canon.resolve(&mut conn).await.map_err(server)?;
+        let types = types_to_resolve(&self.namespace, ns_spec, &catalog);
+        resolved.unknown_types = unknown_types(&mut conn, &types)
+            .await
+            .map_err(server)?
+            .into_iter()
+            .collect();
+        let canon_time = started.elapsed();
         let _ = conn.close().await;
-        let diffs = diff_namespace(&self.namespace, ns_spec, &catalog, self.exact, &[]);
-        Ok(verdict(
-            diffs,
-            vec![
-                Measurement::duration("catalog_read_time", read_time),
-                Measurement::new("tables", catalog.tables.len() as f64, Unit::Count),
-            ],
-        ))
+        let findings = diff_namespace_with(
+            &self.namespace,
+            ns_spec,
+            &catalog,
+            self.exact,
+            &[],
+            &resolved,
+        );
+        let measurements = vec![
+            Measurement::duration("catalog_read_time", read_time),
+            Measurement::duration("canonicalise_time", canon_time),
+            Measurement::new("expressions", expressions as f64, Unit::Count),
+            Measurement::new("tables", catalog.tables.len() as f64, Unit::Count),
+        ];
+        if !findings.declaration.is_empty() {
+            let mut message = format!(
+                "problem with the declaration: {}",
+                findings.declaration.join("; ")
+            );
+            if !findings.diffs.is_empty() {
+                message.push_str(&format!(
+                    "; differences besides: {}",
+                    findings.diffs.join("; ")
+                ));
+            }
+            return Ok(Outcome::error(ErrorKind::Harness, message));
+        }
+        Ok(verdict(findings.diffs, measurements))
     }
 }
 

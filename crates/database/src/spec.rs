@@ -48,7 +48,8 @@ impl ExpectedSchema {
         ExpectedSchema::default()
     }
 
-    /// Read an expected schema from a YAML file. Errors name the file and the key path inside it.
+    /// Read an expected schema from a YAML file. Errors name the file and the key path inside it;
+    /// every unknown key is listed, not only the first.
     pub fn from_file(path: &Path) -> Result<Self, SpecFileError> {
         use figment::providers::{Format, Yaml};
         if let Err(e) = std::fs::metadata(path) {
@@ -57,34 +58,65 @@ impl ExpectedSchema {
                 message: format!("cannot read it: {e}"),
             });
         }
-        figment::Figment::from(Yaml::file_exact(path))
-            .extract::<ExpectedSchema>()
-            .map_err(|e| SpecFileError {
-                path: path.display().to_string(),
-                message: e
-                    .into_iter()
-                    .map(|e| {
-                        let at = e.path.join(".");
-                        if at.is_empty() {
-                            e.kind.to_string()
-                        } else {
-                            format!("{at}: {}", e.kind)
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })
+        Self::extract(
+            figment::Figment::from(Yaml::file_exact(path)),
+            path.display().to_string(),
+        )
     }
 
     /// Parse an expected schema from YAML text (for code and tests).
     pub fn from_yaml(text: &str) -> Result<Self, SpecFileError> {
         use figment::providers::{Format, Yaml};
-        figment::Figment::from(Yaml::string(text))
-            .extract::<ExpectedSchema>()
-            .map_err(|e| SpecFileError {
-                path: "<inline>".to_string(),
-                message: e.to_string(),
-            })
+        Self::extract(
+            figment::Figment::from(Yaml::string(text)),
+            "<inline>".to_string(),
+        )
+    }
+
+    fn extract(figment: figment::Figment, path: String) -> Result<Self, SpecFileError> {
+        let err = match figment.extract::<ExpectedSchema>() {
+            Ok(spec) => return Ok(spec),
+            Err(e) => e,
+        };
+        // serde stops at the first mistake: walk the raw document for every unknown key.
+        let mut problems = Vec::new();
+        if let Ok(raw) = figment.extract::<figment::value::Value>() {
+            unknown_keys(&raw, &Shape::Root, String::new(), &mut problems);
+        }
+        for e in err {
+            let mut at = String::new();
+            for seg in &e.path {
+                if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+                    at.push_str(&format!("[{seg}]"));
+                } else {
+                    if !at.is_empty() {
+                        at.push('.');
+                    }
+                    at.push_str(seg);
+                }
+            }
+            let walked = !problems.is_empty();
+            let text = match &e.kind {
+                // Already listed by the walk, with its place.
+                figment::error::Kind::UnknownField(..) if walked => continue,
+                figment::error::Kind::UnknownField(field, expected) => {
+                    unknown_field_text(field, expected)
+                }
+                kind => kind.to_string(),
+            };
+            let line = if at.is_empty() {
+                text
+            } else {
+                format!("{at}: {text}")
+            };
+            if !problems.iter().any(|p: &String| p == &line) {
+                problems.push(line);
+            }
+        }
+        Err(SpecFileError {
+            path,
+            message: problems.join("; "),
+        })
     }
 
     /// Add a Postgres schema.
@@ -119,6 +151,8 @@ impl ExpectedSchema {
                             format!("{at}.columns.{name}.type"),
                             "must not be empty".into(),
                         ));
+                    } else if let Err(why) = check_type_syntax(&col.type_name) {
+                        out.push((format!("{at}.columns.{name}"), why));
                     }
                 }
                 let check_cols = |cols: &[String]| -> Option<String> {
@@ -172,6 +206,215 @@ impl ExpectedSchema {
             }
         }
         out
+    }
+}
+
+/// `unknown field `x`, expected one of `a`, `b``, without serde's nested backticks.
+fn unknown_field_text(field: &str, expected: &[&str]) -> String {
+    if expected.is_empty() {
+        return format!("unknown key `{field}`: no keys are allowed here");
+    }
+    let list: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+    format!("unknown key `{field}`, expected one of {}", list.join(", "))
+}
+
+/// Where in the document a value is, for [`unknown_keys`].
+enum Shape {
+    Root,
+    Extension,
+    Namespaces,
+    Namespace,
+    Tables,
+    Table,
+    Columns,
+    Column,
+    ForeignKey,
+    Index,
+    Check,
+    List(&'static Shape),
+}
+
+impl Shape {
+    fn keys(&self) -> &'static [&'static str] {
+        match self {
+            Shape::Root => &["extensions", "schemas"],
+            Shape::Extension => &["name", "version", "schema"],
+            Shape::Namespace => &["tables"],
+            Shape::Table => &[
+                "columns",
+                "primary_key",
+                "unique",
+                "foreign_keys",
+                "indexes",
+                "checks",
+                "row_level_security",
+                "force_row_level_security",
+            ],
+            Shape::Column => &["type", "not_null", "default", "identity"],
+            Shape::ForeignKey => &["columns", "references", "on_delete", "on_update"],
+            Shape::Index => &["columns", "unique", "method", "name", "predicate"],
+            Shape::Check => &["name", "expression"],
+            _ => &[],
+        }
+    }
+
+    fn child(&self, key: &str) -> Option<&'static Shape> {
+        static EXT: Shape = Shape::Extension;
+        static NSS: Shape = Shape::Namespaces;
+        static TABLES: Shape = Shape::Tables;
+        static COLUMNS: Shape = Shape::Columns;
+        static FK: Shape = Shape::ForeignKey;
+        static IX: Shape = Shape::Index;
+        static CK: Shape = Shape::Check;
+        static EXTS: Shape = Shape::List(&EXT);
+        static FKS: Shape = Shape::List(&FK);
+        static IXS: Shape = Shape::List(&IX);
+        static CKS: Shape = Shape::List(&CK);
+        match (self, key) {
+            (Shape::Root, "extensions") => Some(&EXTS),
+            (Shape::Root, "schemas") => Some(&NSS),
+            (Shape::Namespace, "tables") => Some(&TABLES),
+            (Shape::Table, "columns") => Some(&COLUMNS),
+            (Shape::Table, "foreign_keys") => Some(&FKS),
+            (Shape::Table, "indexes") => Some(&IXS),
+            (Shape::Table, "checks") => Some(&CKS),
+            _ => None,
+        }
+    }
+
+    /// The shape of every entry of a map keyed by names.
+    fn entries(&self) -> Option<&'static Shape> {
+        static NS: Shape = Shape::Namespace;
+        static TABLE: Shape = Shape::Table;
+        static COLUMN: Shape = Shape::Column;
+        match self {
+            Shape::Namespaces => Some(&NS),
+            Shape::Tables => Some(&TABLE),
+            Shape::Columns => Some(&COLUMN),
+            _ => None,
+        }
+    }
+}
+
+/// Every key of `value` that its place does not allow, as `path: unknown key ...`.
+fn unknown_keys(value: &figment::value::Value, shape: &Shape, at: String, out: &mut Vec<String>) {
+    use figment::value::Value;
+    let join = |at: &str, key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match (value, shape) {
+        (Value::Array(_, items), Shape::List(inner)) => {
+            for (i, item) in items.iter().enumerate() {
+                unknown_keys(item, inner, format!("{at}[{i}]"), out);
+            }
+        }
+        (Value::Dict(_, dict), _) => {
+            if let Some(inner) = shape.entries() {
+                for (name, v) in dict {
+                    unknown_keys(v, inner, join(&at, name), out);
+                }
+                return;
+            }
+            let allowed = shape.keys();
+            for (key, v) in dict {
+                if !allowed.contains(&key.as_str()) {
+                    let text = unknown_field_text(key, allowed);
+                    out.push(if at.is_empty() {
+                        text
+                    } else {
+                        format!("{at}: {text}")
+                    });
+                } else if let Some(child) = shape.child(key) {
+                    unknown_keys(v, child, join(&at, key), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a declared column type reads as one type name: `text`, `varchar(20)`, `numeric(12, 2)`,
+/// `chat.message_role`, `"Odd"`, `timestamp(3) with time zone`, `int[]`, `interval day to second`.
+/// Anything else (`strng NOT NUL`) is a mistake in the declaration. Whether the type exists is
+/// asked of the server when the check runs.
+pub(crate) fn check_type_syntax(raw: &str) -> Result<(), String> {
+    let lower = raw.trim().to_ascii_lowercase();
+    // Drop array suffixes and argument lists.
+    let mut words = String::new();
+    let mut depth = 0i32;
+    let mut quoted = false;
+    for c in lower.chars() {
+        if quoted {
+            quoted = c != '"';
+            continue;
+        }
+        match c {
+            '"' if depth == 0 => {
+                quoted = true;
+                words.push_str("\"q\"");
+            }
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth -= 1,
+            _ if depth == 0 => words.push(c),
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(format!("`{raw}` is not a type: unbalanced brackets"));
+        }
+    }
+    if depth != 0 || quoted {
+        return Err(format!(
+            "`{raw}` is not a type: unbalanced brackets or quotes"
+        ));
+    }
+    let mut parts: Vec<&str> = words.split_whitespace().collect();
+    if parts.last() == Some(&"array") && parts.len() > 1 {
+        parts.pop();
+    }
+    let ident = |w: &str| {
+        !w.is_empty()
+            && w.split('.').all(|p| {
+                (p.starts_with('"') && p.ends_with('"') && p.len() > 2)
+                    || (p
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_alphabetic() || c == '_')
+                        && p.chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == '$'))
+            })
+    };
+    const MULTI: &[&[&str]] = &[
+        &["double", "precision"],
+        &["character", "varying"],
+        &["char", "varying"],
+        &["bit", "varying"],
+        &["national", "character"],
+        &["national", "character", "varying"],
+        &["timestamp", "with", "time", "zone"],
+        &["timestamp", "without", "time", "zone"],
+        &["time", "with", "time", "zone"],
+        &["time", "without", "time", "zone"],
+    ];
+    const INTERVAL_FIELDS: &[&str] = &["year", "month", "day", "hour", "minute", "second", "to"];
+    let ok = match parts.as_slice() {
+        [one] => ident(one),
+        ["interval", fields @ ..] => fields.iter().all(|f| INTERVAL_FIELDS.contains(f)),
+        many => MULTI.contains(&many),
+    };
+    if ok {
+        Ok(())
+    } else {
+        let trimmed = raw.trim();
+        let first = trimmed.split_whitespace().next().unwrap_or(trimmed);
+        let rest = trimmed[first.len()..].trim();
+        Err(format!(
+            "`{trimmed}` is not a column declaration: unknown words `{rest}` after the type \
+             `{first}` (write `TYPE [NOT NULL | NULL] [DEFAULT expr]`)"
+        ))
     }
 }
 
@@ -802,6 +1045,72 @@ schemas:
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn every_unknown_key_is_listed_without_nested_backticks() {
+        let err = ExpectedSchema::from_yaml(
+            r#"
+extensoins: [pgcrypto]
+schemas:
+  chat:
+    tables:
+      t:
+        columns: { a: { type: int, nulable: true }, b: text }
+        primary_kye: [a]
+        indexes: [{ columns: [a], uniq: true }]
+        checks: [{ name: c, expresion: a > 0 }]
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message.split("; ").collect::<Vec<_>>(),
+            [
+                "unknown key `extensoins`, expected one of `extensions`, `schemas`",
+                "schemas.chat.tables.t.checks[0]: unknown key `expresion`, expected one of `name`, `expression`",
+                "schemas.chat.tables.t.columns.a: unknown key `nulable`, expected one of `type`, `not_null`, `default`, `identity`",
+                "schemas.chat.tables.t.indexes[0]: unknown key `uniq`, expected one of `columns`, `unique`, `method`, `name`, `predicate`",
+                "schemas.chat.tables.t: unknown key `primary_kye`, expected one of `columns`, `primary_key`, `unique`, `foreign_keys`, `indexes`, `checks`, `row_level_security`, `force_row_level_security`",
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn column_types_must_read_as_one_type() {
+        for ok in [
+            "int",
+            "integr",
+            "varchar(20)",
+            "numeric(12, 2)",
+            "timestamp(3) with time zone",
+            "double precision",
+            "chat.message_role",
+            "\"Odd Type\"",
+            "text[]",
+            "int[3][3]",
+            "integer array",
+            "interval day to second",
+            "public.vector(1536)",
+        ] {
+            assert_eq!(check_type_syntax(ok), Ok(()), "{ok}");
+        }
+        let c = ColumnSpec::parse("strng NOT NUL");
+        assert_eq!(
+            check_type_syntax(&c.type_name).unwrap_err(),
+            "`strng NOT NUL` is not a column declaration: unknown words `NOT NUL` after the type \
+             `strng` (write `TYPE [NOT NULL | NULL] [DEFAULT expr]`)"
+        );
+        for bad in [
+            "text NOTNULL",
+            "int primary key",
+            "varchar(20",
+            "a b",
+            "é(",
+            ")",
+        ] {
+            assert!(check_type_syntax(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
