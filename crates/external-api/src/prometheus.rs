@@ -3,35 +3,52 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use citadel_itest_core::config::SecretString;
+use citadel_itest_core::config::{Secret, SecretString};
+use citadel_itest_core::http::DEFAULT_MAX_BODY;
 use citadel_itest_core::{CheckContext, ErrorKind, Measurement, Outcome, error_chain};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::config::{PrometheusAuth, redact};
 use crate::support::{
     ProbeEnd, Reply, SilentListener, closed_loopback_port, count, excerpt, expected, flag,
     latency_measurements, probe_http, probe_setup_error, problems_outcome, resolve, send,
-    version_measurement, wrong_secret,
+    version_measurement, version_number, wrong_secret,
 };
 use crate::{Aspect, Common, PrometheusTarget, Settings};
 
 const KIND: &str = "prometheus";
 
+/// What a real Prometheus answers on `GET /-/healthy` (server and agent mode).
+const HEALTHY: [&str; 2] = [
+    "Prometheus Server is Healthy.",
+    "Prometheus Agent is Healthy.",
+];
+/// What a real Prometheus answers on `GET /-/ready` once it is ready.
+const READY: [&str; 2] = ["Prometheus Server is Ready.", "Prometheus Agent is Ready."];
+
 /// One aspect of one Prometheus server, checked over its HTTP API.
 ///
 /// - `configuration`: URL (http/https with a host), timeouts and credentials are valid and
 ///   resolve; the host resolves. Measures `dns_time`.
-/// - `connectivity`: `GET /-/healthy` and `GET /-/ready` answer 200, and
-///   `/api/v1/status/buildinfo` reports the version (`server_version`, 2.42.0 as 24200).
-///   Retries until ready.
-/// - `authentication`: with `auth` configured, the credentials are accepted while requests
-///   without credentials or with wrong ones are refused (401/403); without `auth`, the check is
-///   skipped once the API has answered without credentials ("not required"), and fails when
-///   the server demands credentials.
+/// - `connectivity`: `GET /-/healthy` and `GET /-/ready` answer 200 with Prometheus's own
+///   text (`Prometheus Server is Healthy.`, `Prometheus Server is Ready.`; anything else, such
+///   as a login page, fails naming what came back), and `/api/v1/status/buildinfo` reports the
+///   version (`server_version`, 2.42.0 as 24200). Retries until ready.
+/// - `authentication`: with `auth` configured (or credentials in the URL, `http://user:pass@…`),
+///   the credentials are accepted while requests without credentials or with wrong ones are
+///   refused (401/403); the request without credentials carries none at all. Without
+///   credentials configured, the check is skipped once the API has answered without them
+///   ("not required"), and fails when the server demands credentials.
 /// - `operations`: the instant query `up`, a range query over the last 5 minutes, the target
-///   list and the rule list all answer `status: success` with the expected shapes; counts are
+///   list and the rule list all answer `status: success` with the shapes a real Prometheus
+///   sends (every field the check reads is required; a wrong one fails, named); counts are
 ///   measured (`up_series`, `active_targets`, `rule_groups`, `rules`).
+///
+/// Every answer is read through the core's bounded reader: a body over the cap (4 MiB unless
+/// [`PrometheusCheck::max_body`] says otherwise) fails with `body over 4 MiB`, one that does
+/// not end within `request_timeout` fails naming it.
 /// - `performance`: `samples` timed instant queries `up`: `latency_p50/p95/p99/max`, p95 held
 ///   to `performance_targets.latency_p95`.
 /// - `error_handling`: a just-closed loopback port is refused, a loopback listener that never
@@ -41,6 +58,7 @@ const KIND: &str = "prometheus";
 pub struct PrometheusCheck {
     common: Common,
     target: Arc<PrometheusTarget>,
+    max_body: usize,
 }
 
 /// Which credentials a request carries.
@@ -54,6 +72,8 @@ enum Creds {
 enum Resolved {
     Bearer(SecretString),
     Basic(String, SecretString),
+    /// A user name without a password (`http://user@host`).
+    User(String),
 }
 
 /// An HTTP client for one target, with its credentials resolved.
@@ -71,7 +91,16 @@ impl PrometheusCheck {
         PrometheusCheck {
             common: Common::new(&target.name, target.timeout, aspect, settings),
             target: Arc::new(target.clone()),
+            max_body: DEFAULT_MAX_BODY,
         }
+    }
+
+    /// Read at most `bytes` of each answer's body (default
+    /// [`DEFAULT_MAX_BODY`](citadel_itest_core::http::DEFAULT_MAX_BODY), 4 MiB); a longer body
+    /// fails the check.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     fn name(&self) -> &str {
@@ -97,6 +126,22 @@ impl PrometheusCheck {
             base.set_path(&path);
         }
         let auth = match &self.target.auth {
+            // Credentials in the URL are the configured credentials: sent explicitly, so the
+            // probes without (or with wrong) credentials really send none (or wrong ones).
+            None if !base.username().is_empty() || base.password().is_some() => {
+                let user = percent_decode(base.username());
+                let password = percent_decode(base.password().unwrap_or_default());
+                let _ = base.set_username("");
+                let _ = base.set_password(None);
+                if password.is_empty() {
+                    Some(Resolved::User(user))
+                } else {
+                    let password = Secret::inline(password)
+                        .resolve()
+                        .map_err(|e| cannot(format!("url password: {}", error_chain(&e))))?;
+                    Some(Resolved::Basic(user, password))
+                }
+            }
             None => None,
             Some(PrometheusAuth::Bearer(s)) => {
                 Some(Resolved::Bearer(s.resolve().map_err(|e| {
@@ -110,6 +155,10 @@ impl PrometheusCheck {
                     .map_err(|e| cannot(format!("auth.basic.password: {}", error_chain(&e))))?,
             )),
         };
+        if let Some(Resolved::Basic(user, password)) = &auth {
+            // The header value (base64 of user:password) is redacted like the password.
+            citadel_itest_core::config::register_basic_credentials(user, password.expose());
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(self.target.connect_timeout)
             .timeout(self.target.request_timeout)
@@ -152,15 +201,19 @@ impl PrometheusCheck {
 
     async fn connectivity(&self, ctx: &CheckContext) -> Result<Outcome, Outcome> {
         let api = self.api()?;
-        let healthy = api.expect_ok(ctx, "-/healthy", &[]).await?;
-        let ready = api.expect_ok(ctx, "-/ready", &[]).await?;
-        let (data, buildinfo_time) = api.data(ctx, "api/v1/status/buildinfo", &[]).await?;
-        let version = data.get("version").and_then(Value::as_str).ok_or_else(|| {
-            Outcome::failed(format!(
-                "GET {}: no `data.version` in the build info",
-                api.shown("api/v1/status/buildinfo")
-            ))
-        })?;
+        let healthy = api.expect_text(ctx, "-/healthy", &HEALTHY).await?;
+        let ready = api.expect_text(ctx, "-/ready", &READY).await?;
+        let (info, buildinfo_time) = api
+            .data::<BuildInfo>(ctx, "api/v1/status/buildinfo", &[], "build info")
+            .await?;
+        let version = info.version.as_str();
+        if version_number(version).is_none() {
+            return Ok(Outcome::failed(format!(
+                "GET {}: `data.version` is \"{}\", not a version number",
+                api.shown("api/v1/status/buildinfo"),
+                excerpt(version.as_bytes())
+            )));
+        }
         let mut measurements = vec![
             Measurement::duration("healthy_time", healthy.time),
             Measurement::duration("ready_time", ready.time),
@@ -178,6 +231,9 @@ impl PrometheusCheck {
         let shown = api.shown(path);
         if api.auth.is_none() {
             let reply = api.get(ctx, path, &[], Creds::Without).await?;
+            if reply.status == StatusCode::OK {
+                api.envelope::<BuildInfo>(&reply, path, "build info")?;
+            }
             return Ok(match reply.status {
                 StatusCode::OK => Outcome::skipped(format!(
                     "no auth configured for {}: GET {shown} answered 200 without credentials, so \
@@ -192,6 +248,7 @@ impl PrometheusCheck {
                 other => unexpected(&shown, other, &reply.body),
             });
         }
+        // The configured credentials must get the real build info, not just any 200.
         let mut measurements = Vec::new();
         let ok = api.get(ctx, path, &[], Creds::Configured).await?;
         if ok.status != StatusCode::OK {
@@ -200,6 +257,7 @@ impl PrometheusCheck {
                 ok.status.as_u16()
             )));
         }
+        api.envelope::<BuildInfo>(&ok, path, "build info")?;
         measurements.push(Measurement::duration("auth_time", ok.time));
         for (creds, what, measure) in [
             (
@@ -236,17 +294,20 @@ impl PrometheusCheck {
         let api = self.api()?;
         let mut measurements = Vec::new();
 
-        let (data, t) = api.data(ctx, "api/v1/query", &[("query", "up")]).await?;
+        let (data, t) = api
+            .data::<VectorData>(ctx, "api/v1/query", &[("query", "up")], "an instant vector")
+            .await?;
         let shown = api.shown("api/v1/query?query=up");
-        let series =
-            result_of(&data, "vector").ok_or_else(|| shape(&shown, "a `vector` result", &data))?;
-        let up = series
-            .iter()
-            .filter(|s| s.pointer("/value/1").and_then(Value::as_str) == Some("1"))
-            .count();
+        let mut up = 0;
+        for (i, s) in data.result.iter().enumerate() {
+            let v = sample_value(&shown, &format!("data.result[{i}].value[1]"), &s.value.1)?;
+            if v == 1.0 {
+                up += 1;
+            }
+        }
         measurements.push(Measurement::duration("query_time", t));
-        measurements.push(count("up_series", series.len() as u64));
-        measurements.push(count("up_series_up", up as u64));
+        measurements.push(count("up_series", data.result.len() as u64));
+        measurements.push(count("up_series_up", up));
 
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -254,7 +315,7 @@ impl PrometheusCheck {
             .as_secs();
         let (start, end) = ((now - 300).to_string(), now.to_string());
         let (data, t) = api
-            .data(
+            .data::<MatrixData>(
                 ctx,
                 "api/v1/query_range",
                 &[
@@ -263,38 +324,40 @@ impl PrometheusCheck {
                     ("end", &end),
                     ("step", "15"),
                 ],
+                "a range vector",
             )
             .await?;
         let shown = api.shown("api/v1/query_range?query=up");
-        let matrix =
-            result_of(&data, "matrix").ok_or_else(|| shape(&shown, "a `matrix` result", &data))?;
+        for (i, series) in data.result.iter().enumerate() {
+            for (j, point) in series.values.iter().enumerate() {
+                sample_value(
+                    &shown,
+                    &format!("data.result[{i}].values[{j}][1]"),
+                    &point.1,
+                )?;
+            }
+        }
         measurements.push(Measurement::duration("range_query_time", t));
-        measurements.push(count("range_series", matrix.len() as u64));
+        measurements.push(count("range_series", data.result.len() as u64));
 
-        let (data, t) = api.data(ctx, "api/v1/targets", &[]).await?;
-        let active = data
-            .get("activeTargets")
-            .and_then(Value::as_array)
-            .ok_or_else(|| shape(&api.shown("api/v1/targets"), "`activeTargets`", &data))?;
-        let healthy = active
+        let (data, t) = api
+            .data::<TargetsData>(ctx, "api/v1/targets", &[], "a target list")
+            .await?;
+        let healthy = data
+            .active_targets
             .iter()
-            .filter(|t| t.get("health").and_then(Value::as_str) == Some("up"))
+            .filter(|t| t.health == "up")
             .count();
         measurements.push(Measurement::duration("targets_time", t));
-        measurements.push(count("active_targets", active.len() as u64));
+        measurements.push(count("active_targets", data.active_targets.len() as u64));
         measurements.push(count("active_targets_up", healthy as u64));
 
-        let (data, t) = api.data(ctx, "api/v1/rules", &[]).await?;
-        let groups = data
-            .get("groups")
-            .and_then(Value::as_array)
-            .ok_or_else(|| shape(&api.shown("api/v1/rules"), "`groups`", &data))?;
-        let rules: usize = groups
-            .iter()
-            .map(|g| g.get("rules").and_then(Value::as_array).map_or(0, Vec::len))
-            .sum();
+        let (data, t) = api
+            .data::<RulesData>(ctx, "api/v1/rules", &[], "a rule list")
+            .await?;
+        let rules: usize = data.groups.iter().map(|g| g.rules.len()).sum();
         measurements.push(Measurement::duration("rules_time", t));
-        measurements.push(count("rule_groups", groups.len() as u64));
+        measurements.push(count("rule_groups", data.groups.len() as u64));
         measurements.push(count("rules", rules as u64));
         Ok(Outcome::passed().with_measurements(measurements))
     }
@@ -303,10 +366,14 @@ impl PrometheusCheck {
         let api = self.api()?;
         let samples = self.common.settings.samples.max(1);
         // One untimed query opens the connection.
-        api.data(ctx, "api/v1/query", &[("query", "up")]).await?;
+        api.data::<VectorData>(ctx, "api/v1/query", &[("query", "up")], "an instant vector")
+            .await?;
         let mut times = Vec::with_capacity(samples as usize);
         for n in 0..samples {
-            match api.data(ctx, "api/v1/query", &[("query", "up")]).await {
+            match api
+                .data::<VectorData>(ctx, "api/v1/query", &[("query", "up")], "an instant vector")
+                .await
+            {
                 Ok((_, t)) => times.push(t),
                 Err(o) => {
                     if o.status() == citadel_itest_core::Status::Error {
@@ -369,7 +436,7 @@ impl PrometheusCheck {
 
         // 3. The same client reaches the server again.
         let ready = api
-            .expect_ok(ctx, "-/ready", &[])
+            .expect_text(ctx, "-/ready", &READY)
             .await
             .map_err(|o| recover(o, &measurements))?;
         measurements.push(Measurement::duration("recovery_time", ready.time));
@@ -380,23 +447,15 @@ impl PrometheusCheck {
         let reply = api
             .get(ctx, path, &[("query", "up{")], Creds::Configured)
             .await?;
-        let body: Option<Value> = serde_json::from_str(&reply.body).ok();
-        let status = body
-            .as_ref()
-            .and_then(|b| b.get("status"))
-            .and_then(Value::as_str);
-        let error_type = body
-            .as_ref()
-            .and_then(|b| b.get("errorType"))
-            .and_then(Value::as_str);
-        if reply.status != StatusCode::BAD_REQUEST
-            || status != Some("error")
-            || error_type != Some("bad_data")
-        {
+        let body = citadel_itest_core::http::parse_json::<ApiError>(&reply.body).ok();
+        let recognised = body.is_some_and(|b| {
+            b.status == "error" && b.error_type == "bad_data" && !b.error.is_empty()
+        });
+        if reply.status != StatusCode::BAD_REQUEST || !recognised {
             return Ok(Outcome::Failed {
                 message: format!(
-                    "GET {shown}: expected HTTP 400 with status `error` and errorType `bad_data`, \
-                     got HTTP {}: {}",
+                    "GET {shown}: expected HTTP 400 with status `error`, errorType `bad_data` and \
+                     an `error` text, got HTTP {}: {}",
                     reply.status.as_u16(),
                     excerpt(&reply.body)
                 ),
@@ -448,11 +507,19 @@ impl Api<'_> {
                 req = req.basic_auth(u, Some(p.expose()))
             }
             (Creds::Wrong, Some(Resolved::Bearer(_))) => req = req.bearer_auth(&self.wrong),
-            (Creds::Wrong, Some(Resolved::Basic(u, _))) => {
+            (Creds::Configured, Some(Resolved::User(u))) => req = req.basic_auth(u, None::<&str>),
+            (Creds::Wrong, Some(Resolved::Basic(u, _) | Resolved::User(u))) => {
                 req = req.basic_auth(u, Some(&self.wrong))
             }
         }
-        send(ctx.deadline, self.check.target.request_timeout, &step, req).await
+        send(
+            ctx.deadline,
+            self.check.target.request_timeout,
+            self.check.max_body,
+            &step,
+            req,
+        )
+        .await
     }
 
     /// GET that must answer 200.
@@ -474,53 +541,191 @@ impl Api<'_> {
         Ok(reply)
     }
 
-    /// GET of an API endpoint that must answer 200 with `status: success`; returns `data`.
-    async fn data(
+    /// GET of a health or readiness endpoint: HTTP 200 with one of the texts a real
+    /// Prometheus answers with.
+    async fn expect_text(
+        &self,
+        ctx: &CheckContext,
+        path: &str,
+        texts: &[&str],
+    ) -> Result<Reply, Outcome> {
+        let reply = self.get(ctx, path, &[], Creds::Configured).await?;
+        let step = format!("GET {}", self.shown(path));
+        let mut last = Ok(());
+        for text in texts {
+            last = reply.expect_text(&step, text);
+            if last.is_ok() {
+                return Ok(reply);
+            }
+        }
+        last.map(|()| reply)
+    }
+
+    /// GET of an API endpoint that must answer 200 with `status: success` and `data` of shape
+    /// `T` (`what` names it in messages); returns `data`.
+    async fn data<T: DeserializeOwned>(
         &self,
         ctx: &CheckContext,
         path: &str,
         query: &[(&str, &str)],
-    ) -> Result<(Value, Duration), Outcome> {
+        what: &str,
+    ) -> Result<(T, Duration), Outcome> {
         let reply = self.expect_ok(ctx, path, query).await?;
-        let shown = self.shown(path);
-        let body: Value = serde_json::from_str(&reply.body).map_err(|e| {
-            Outcome::failed(format!(
-                "GET {shown}: the answer is not JSON ({e}): {}",
-                excerpt(&reply.body)
-            ))
-        })?;
-        if body.get("status").and_then(Value::as_str) != Some("success") {
-            return Err(Outcome::failed(format!(
-                "GET {shown}: status is not `success`: {}",
-                excerpt(&reply.body)
-            )));
-        }
-        match body.get("data") {
-            Some(d) => Ok((d.clone(), reply.time)),
-            None => Err(Outcome::failed(format!(
-                "GET {shown}: no `data` in the answer: {}",
-                excerpt(&reply.body)
-            ))),
-        }
+        let data = self.envelope(&reply, path, what)?;
+        Ok((data, reply.time))
+    }
+
+    /// The `data` of an API answer `{"status": "success", "data": T}`, or Failed naming the
+    /// field that is wrong.
+    fn envelope<T: DeserializeOwned>(
+        &self,
+        reply: &Reply,
+        path: &str,
+        what: &str,
+    ) -> Result<T, Outcome> {
+        let step = format!("GET {}", self.shown(path));
+        reply
+            .parse::<Envelope<T>>(&step, &format!("an API answer with {what}"))
+            .map(|e| e.data)
     }
 }
 
-/// The `result` array of a query's `data` when its `resultType` is `kind`.
-fn result_of<'a>(data: &'a Value, kind: &str) -> Option<&'a Vec<Value>> {
-    if data.get("resultType").and_then(Value::as_str) != Some(kind) {
-        return None;
-    }
-    data.get("result").and_then(Value::as_array)
+/// `{"status": "success", "data": …}`, the envelope of every successful API answer.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    #[allow(dead_code)]
+    status: Success,
+    data: T,
 }
 
-fn shape(shown: &str, expected: &str, data: &Value) -> Outcome {
-    Outcome::failed(format!(
-        "GET {shown}: expected {expected}, got {}",
-        excerpt(&data.to_string())
-    ))
+/// The only `status` a successful answer has.
+#[derive(Deserialize)]
+enum Success {
+    #[serde(rename = "success")]
+    Success,
 }
 
-fn unexpected(shown: &str, status: StatusCode, body: &str) -> Outcome {
+/// `/api/v1/status/buildinfo`'s `data`.
+#[derive(Deserialize)]
+struct BuildInfo {
+    version: String,
+}
+
+/// An instant query's `data`: `{"resultType": "vector", "result": [...]}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VectorData {
+    #[allow(dead_code)]
+    result_type: VectorType,
+    result: Vec<InstantSample>,
+}
+
+#[derive(Deserialize)]
+enum VectorType {
+    #[serde(rename = "vector")]
+    Vector,
+}
+
+/// One series of an instant vector: labels and `[time, "value"]`.
+#[derive(Deserialize)]
+struct InstantSample {
+    #[allow(dead_code)]
+    metric: std::collections::BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+/// A range query's `data`: `{"resultType": "matrix", "result": [...]}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MatrixData {
+    #[allow(dead_code)]
+    result_type: MatrixType,
+    result: Vec<RangeSeries>,
+}
+
+#[derive(Deserialize)]
+enum MatrixType {
+    #[serde(rename = "matrix")]
+    Matrix,
+}
+
+/// One series of a range vector: labels and `[[time, "value"], ...]`.
+#[derive(Deserialize)]
+struct RangeSeries {
+    #[allow(dead_code)]
+    metric: std::collections::BTreeMap<String, String>,
+    values: Vec<(f64, String)>,
+}
+
+/// `/api/v1/targets`'s `data`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TargetsData {
+    active_targets: Vec<ActiveTarget>,
+}
+
+#[derive(Deserialize)]
+struct ActiveTarget {
+    health: String,
+}
+
+/// `/api/v1/rules`' `data`.
+#[derive(Deserialize)]
+struct RulesData {
+    groups: Vec<RuleGroup>,
+}
+
+#[derive(Deserialize)]
+struct RuleGroup {
+    #[allow(dead_code)]
+    name: String,
+    rules: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+struct Rule {
+    #[allow(dead_code)]
+    name: String,
+    #[allow(dead_code)]
+    #[serde(rename = "type")]
+    kind: RuleType,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RuleType {
+    Alerting,
+    Recording,
+}
+
+/// An API error answer: `{"status": "error", "errorType": "bad_data", "error": "..."}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiError {
+    status: String,
+    error_type: String,
+    error: String,
+}
+
+/// A sample value (`"1"`, `"NaN"`, `"+Inf"`) as a number, or Failed naming where it is.
+fn sample_value(shown: &str, at: &str, text: &str) -> Result<f64, Outcome> {
+    text.parse::<f64>().map_err(|_| {
+        Outcome::failed(format!(
+            "GET {shown}: `{at}` is \"{}\", not a sample value",
+            excerpt(text.as_bytes())
+        ))
+    })
+}
+
+/// Percent-decode a URL's user or password (`%40` -> `@`).
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn unexpected(shown: &str, status: StatusCode, body: &[u8]) -> Outcome {
     Outcome::failed(format!(
         "GET {shown}: unexpected HTTP {}: {}",
         status.as_u16(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use citadel_itest_core::config::{SecretString, redact_text};
+use citadel_itest_core::http::DEFAULT_MAX_BODY;
 use citadel_itest_core::{CheckContext, ErrorKind, Measurement, Outcome, Status, error_chain};
 use qdrant_client::qdrant::{
     CountPointsBuilder, CreateCollectionBuilder, Distance as QdrantDistance, PointStruct,
@@ -12,6 +13,7 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use reqwest::StatusCode;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tonic::Code;
@@ -29,16 +31,21 @@ const KIND: &str = "qdrant";
 const POINTS: u64 = 16;
 /// The point whose own vector the operations check searches with.
 const PROBE_POINT: u64 = 5;
+/// What a real Qdrant answers on `GET /readyz` when it is ready.
+const READY_TEXT: &str = "all shards are ready";
 
 /// One aspect of one Qdrant server, checked over gRPC (qdrant-client) and REST.
 ///
 /// - `configuration`: both URLs parse (http/https, host, distinct ports), the API key resolves
 ///   and is present when `require_api_key` is set, the dimension is in range; both hosts
 ///   resolve.
-/// - `connectivity`: REST `GET /readyz` and `GET /` (version), gRPC `HealthCheck` (version);
-///   both must report the same version (`server_version`, 1.18.3 as 11803). Retries until
-///   ready.
-/// - `authentication`: the configured key lists collections over gRPC and REST; a random wrong
+/// - `connectivity`: REST `GET /readyz` must answer 200 `all shards are ready` (anything
+///   else, such as a maintenance page, fails naming what came back), `GET /` its title and
+///   version, gRPC `HealthCheck` its version; both must report the same version
+///   (`server_version`, 1.18.3 as 11803). Retries until ready.
+/// - `authentication`: the configured key lists collections over gRPC and REST (the REST
+///   listing must have Qdrant's shape, `{"result": {"collections": [{"name"}]}, "status":
+///   "ok"}`; a wrong field fails, named); a random wrong
 ///   key is refused on both (`UNAUTHENTICATED`, HTTP 401); with `require_api_key`, requests
 ///   without a key are refused too: a server that accepts them fails the check. Without a key
 ///   configured (and not required), the check is skipped once both protocols have answered
@@ -55,10 +62,15 @@ const PROBE_POINT: u64 = 5;
 ///   listener that never answers is cut at `request_timeout` on both, the clients then reach
 ///   the server again, and a query on a missing collection yields Qdrant's not-found error on
 ///   both (`NOT_FOUND`, HTTP 404 `Not found: Collection ... doesn't exist!`), recognised.
+///
+/// Every REST answer is read through the core's bounded reader: a body over the cap (4 MiB
+/// unless [`QdrantCheck::max_body`] says otherwise) fails with `body over 4 MiB`, one that does
+/// not end within `request_timeout` fails naming it.
 #[derive(Debug, Clone)]
 pub struct QdrantCheck {
     common: Common,
     target: Arc<QdrantTarget>,
+    max_body: usize,
 }
 
 /// Which key a request carries.
@@ -85,7 +97,16 @@ impl QdrantCheck {
         QdrantCheck {
             common: Common::new(&target.name, target.timeout, aspect, settings),
             target: Arc::new(target.clone()),
+            max_body: DEFAULT_MAX_BODY,
         }
+    }
+
+    /// Read at most `bytes` of each REST answer's body (default
+    /// [`DEFAULT_MAX_BODY`](citadel_itest_core::http::DEFAULT_MAX_BODY), 4 MiB); a longer body
+    /// fails the check.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     fn name(&self) -> &str {
@@ -229,19 +250,19 @@ impl QdrantCheck {
 
     async fn connectivity(&self, ctx: &CheckContext) -> Result<Outcome, Outcome> {
         let c = self.clients()?;
-        let ready = c.rest_ok(ctx, "GET", "readyz", None).await?;
+        let ready = c.ready(ctx).await?;
         let root = c.rest_ok(ctx, "GET", "", None).await?;
-        let rest_version = json_body(&c.shown("GET", ""), &root)?
-            .get("version")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Outcome::failed(format!(
-                    "GET {}: no `version` in the answer: {}",
-                    c.shown_url(""),
-                    excerpt(&root.body)
-                ))
-            })?;
+        let info: RootInfo = root.parse(&c.shown("GET", ""), "Qdrant's title and version")?;
+        if !info.title.starts_with("qdrant") || info.version.trim().is_empty() {
+            return Ok(Outcome::failed(format!(
+                "GET {}: title \"{}\" and version \"{}\" are not Qdrant's: {}",
+                c.shown_url(""),
+                excerpt(info.title.as_bytes()),
+                excerpt(info.version.as_bytes()),
+                excerpt(&root.body)
+            )));
+        }
+        let rest_version = info.version;
         let started = Instant::now();
         let health = self
             .grpc(ctx, &self.grpc_step("HealthCheck"), c.grpc.health_check())
@@ -274,6 +295,9 @@ impl QdrantCheck {
             // Not configured and (validation guarantees) not required: show it is not needed.
             let grpc = c.list_grpc(ctx, Key::Without).await?;
             let rest = c.list_rest(ctx, Key::Without).await?;
+            if rest.status == StatusCode::OK {
+                c.listing(&rest)?;
+            }
             return Ok(match (grpc, rest.status) {
                 (Ok(()), StatusCode::OK) => Outcome::skipped(format!(
                     "no API key configured for {} and require_api_key is false: gRPC and REST \
@@ -311,6 +335,8 @@ impl QdrantCheck {
                 excerpt(&ok.body)
             )));
         }
+        c.listing(&ok)
+            .map_err(|o| o.with_measurements(measurements.clone()))?;
         measurements.push(Measurement::duration("rest_auth_time", ok.time));
 
         let mut probes = vec![(Key::Wrong, "a wrong API key", "wrong_key")];
@@ -579,9 +605,12 @@ impl QdrantCheck {
         let reply = c
             .rest_ok(ctx, "POST", &path, Some(json!({ "exact": true })))
             .await?;
-        let rest_count = json_body(&c.shown("POST", &path), &reply)?
-            .pointer("/result/count")
-            .and_then(Value::as_u64);
+        let rest_count = reply
+            .parse::<Answer<CountResult>>(&c.shown("POST", &path), "a point count")
+            .map_err(|o| o.with_measurements(measurements.clone()))?
+            .result
+            .count;
+        let rest_count = Some(rest_count);
         measurements.push(Measurement::duration("rest_count_time", reply.time));
         if rest_count != Some(POINTS) {
             return Err(Outcome::Failed {
@@ -771,16 +800,13 @@ impl QdrantCheck {
         )
         .await
         .map_err(|o| o.with_measurements(measurements.clone()))?;
-        let ready = c
-            .rest_ok(ctx, "GET", "readyz", None)
-            .await
-            .map_err(|o| match o {
-                Outcome::Failed { message, .. } => Outcome::Failed {
-                    message: format!("recover: {message}"),
-                    measurements: measurements.clone(),
-                },
-                other => other,
-            })?;
+        let ready = c.ready(ctx).await.map_err(|o| match o {
+            Outcome::Failed { message, .. } => Outcome::Failed {
+                message: format!("recover: {message}"),
+                measurements: measurements.clone(),
+            },
+            other => other,
+        })?;
         measurements.push(Measurement::duration(
             "grpc_recovery_time",
             started.elapsed() - ready.time,
@@ -833,13 +859,9 @@ impl QdrantCheck {
                 Key::Configured,
             )
             .await?;
-        let error = serde_json::from_str::<Value>(&reply.body)
+        let error = citadel_itest_core::http::parse_json::<ErrorAnswer>(&reply.body)
             .ok()
-            .and_then(|b| {
-                b.pointer("/status/error")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            });
+            .map(|b| b.status.error);
         match (reply.status, error) {
             (StatusCode::NOT_FOUND, Some(e)) if e.starts_with("Not found") => {
                 measurements.push(Measurement::duration("rest_not_found_time", reply.time))
@@ -901,10 +923,33 @@ impl Clients<'_> {
         send(
             ctx.deadline,
             self.check.target.request_timeout,
+            self.check.max_body,
             &self.shown(method, path),
             req,
         )
         .await
+    }
+
+    /// `GET /readyz` with the configured key: HTTP 200 with Qdrant's readiness text.
+    async fn ready(&self, ctx: &CheckContext) -> Result<Reply, Outcome> {
+        let reply = self
+            .rest(ctx, "GET", "readyz", None, Key::Configured)
+            .await?;
+        reply.expect_text(&self.shown("GET", "readyz"), READY_TEXT)?;
+        Ok(reply)
+    }
+
+    /// A `GET /collections` answer of HTTP 200 parsed into Qdrant's listing shape; Failed
+    /// naming the field that is wrong.
+    fn listing(&self, reply: &Reply) -> Result<Vec<String>, Outcome> {
+        let answer: Answer<CollectionsResult> =
+            reply.parse(&self.shown("GET", "collections"), "a collection listing")?;
+        Ok(answer
+            .result
+            .collections
+            .into_iter()
+            .map(|c| c.name)
+            .collect())
     }
 
     /// A REST request with the configured key that must answer 200.
@@ -1079,13 +1124,56 @@ fn grpc_error(e: &QdrantError) -> String {
     redact_text(&format!("{short} ({:?})", status.code()))
 }
 
-fn json_body(step: &str, reply: &Reply) -> Result<Value, Outcome> {
-    serde_json::from_str(&reply.body).map_err(|e| {
-        Outcome::failed(format!(
-            "{step}: the answer is not JSON ({e}): {}",
-            excerpt(&reply.body)
-        ))
-    })
+/// `GET /`: `{"title": "qdrant - vector search engine", "version": "1.18.3"}`.
+#[derive(Deserialize)]
+struct RootInfo {
+    title: String,
+    version: String,
+}
+
+/// Qdrant's envelope of a successful REST answer: `{"result": T, "status": "ok", "time": s}`.
+#[derive(Deserialize)]
+struct Answer<T> {
+    result: T,
+    #[allow(dead_code)]
+    status: OkStatus,
+    #[allow(dead_code)]
+    time: f64,
+}
+
+/// The only `status` of a successful answer.
+#[derive(Deserialize)]
+enum OkStatus {
+    #[serde(rename = "ok")]
+    Ok,
+}
+
+/// `GET /collections`' `result`.
+#[derive(Deserialize)]
+struct CollectionsResult {
+    collections: Vec<CollectionName>,
+}
+
+#[derive(Deserialize)]
+struct CollectionName {
+    name: String,
+}
+
+/// `POST /collections/{name}/points/count`'s `result`.
+#[derive(Deserialize)]
+struct CountResult {
+    count: u64,
+}
+
+/// Qdrant's error answer: `{"status": {"error": "Not found: ..."}, "time": s}`.
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    status: ErrorStatus,
+}
+
+#[derive(Deserialize)]
+struct ErrorStatus {
+    error: String,
 }
 
 fn distance(d: Distance) -> QdrantDistance {

@@ -323,21 +323,11 @@ pub(crate) fn http_error(err: reqwest::Error) -> String {
     chain
 }
 
-/// A body excerpt fit for a message: one line, at most 200 characters, secrets redacted.
+/// A body excerpt fit for a message: one line, at most 200 characters, secrets redacted; only
+/// the first few KiB of the body are looked at.
 #[cfg(any(feature = "qdrant", feature = "prometheus"))]
-pub(crate) fn excerpt(body: &str) -> String {
-    let one_line: String = body
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let trimmed = one_line.trim();
-    let cut: String = trimmed.chars().take(200).collect();
-    let cut = if cut.len() < trimmed.len() {
-        format!("{cut}...")
-    } else {
-        cut
-    };
-    citadel_itest_core::config::redact_text(&cut)
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    citadel_itest_core::http::excerpt(body)
 }
 
 /// A fault probe ended otherwise than expected: say what was expected.
@@ -355,43 +345,120 @@ pub(crate) fn expected(outcome: Outcome, what: &str) -> Outcome {
     }
 }
 
-/// One HTTP answer: status, body, latency.
+/// One HTTP answer: status, body (at most the body cap), latency (until the whole body
+/// arrived).
 #[cfg(any(feature = "qdrant", feature = "prometheus"))]
 pub(crate) struct Reply {
     pub(crate) status: reqwest::StatusCode,
-    pub(crate) body: String,
+    pub(crate) body: Vec<u8>,
     pub(crate) time: Duration,
 }
 
-/// Send a request and read its body, bounded by `limit` (`request_timeout`) and the deadline.
-/// The client's own timeout counts as the same bound.
+#[cfg(any(feature = "qdrant", feature = "prometheus"))]
+impl Reply {
+    /// The body parsed into `T`, the shape a healthy server answers with; otherwise Failed,
+    /// naming the field that is wrong: `<step>: HTTP 200 is not <what>: `result` is missing:
+    /// <excerpt>`.
+    pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        step: &str,
+        what: &str,
+    ) -> Result<T, Outcome> {
+        citadel_itest_core::http::parse_json(&self.body).map_err(|e| {
+            Outcome::failed(format!(
+                "{step}: HTTP {} is not {what}: {e}: {}",
+                self.status.as_u16(),
+                excerpt(&self.body)
+            ))
+        })
+    }
+
+    /// HTTP 200 with exactly `text` (surrounding white space aside), the way the real server
+    /// answers a health or readiness probe; otherwise Failed naming what came back.
+    pub(crate) fn expect_text(&self, step: &str, text: &str) -> Result<(), Outcome> {
+        let body = self.body.trim_ascii();
+        if self.status == reqwest::StatusCode::OK && body == text.as_bytes() {
+            return Ok(());
+        }
+        Err(Outcome::failed(format!(
+            "{step}: HTTP {} with \"{}\", expected HTTP 200 with \"{text}\"",
+            self.status.as_u16(),
+            excerpt(body)
+        )))
+    }
+}
+
+/// Send a request and read its body, bounded by `limit` (`request_timeout`), the deadline and
+/// `max_body` bytes, through the core's bounded reader. The client's own timeout counts as the
+/// same bound. What it ends in names the bound that was hit: `no answer within 2s
+/// (request_timeout)` before the headers, `HTTP 200: body not finished within 2s (…)
+/// (request_timeout)` or `HTTP 200: body over 4 MiB` after them.
 #[cfg(any(feature = "qdrant", feature = "prometheus"))]
 pub(crate) async fn send(
     deadline: Instant,
     limit: Duration,
+    max_body: usize,
     step: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<Reply, Outcome> {
+    use citadel_itest_core::http::{BodyError, BodyLimit, read_body};
+
     let started = Instant::now();
-    let exchange = async {
-        let resp = request.send().await?;
-        let status = resp.status();
-        let body = resp.text().await?;
-        Ok::<_, reqwest::Error>((status, body))
+    let limit_at = started + limit;
+    let (bound_at, cut, allowed) = if limit_at < deadline {
+        (
+            limit_at,
+            Cut::Limit {
+                after: limit,
+                key: "request_timeout",
+            },
+            limit,
+        )
+    } else {
+        (
+            deadline,
+            Cut::Deadline,
+            deadline.saturating_duration_since(started),
+        )
     };
-    match within(deadline, limit, "request_timeout", exchange).await {
-        Err(cut) => Err(cut.outcome(step)),
-        Ok(Err(e)) if e.is_timeout() => Err(Cut::Limit {
-            after: limit,
-            key: "request_timeout",
+    let resp = match timeout_at(bound_at, request.send()).await {
+        Err(_) => return Err(cut.outcome(step)),
+        Ok(Err(e)) if e.is_timeout() => {
+            return Err(Cut::Limit {
+                after: limit,
+                key: "request_timeout",
+            }
+            .outcome(step));
         }
-        .outcome(step)),
-        Ok(Err(e)) => Err(Outcome::failed(format!("{step}: {}", http_error(e)))),
-        Ok(Ok((status, body))) => Ok(Reply {
+        Ok(Err(e)) => return Err(Outcome::failed(format!("{step}: {}", http_error(e)))),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    let body_limit = BodyLimit::until(bound_at)
+        .max_bytes(max_body)
+        .allowed(allowed);
+    match read_body(resp, &body_limit).await {
+        Ok(body) => Ok(Reply {
             status,
             body,
             time: started.elapsed(),
         }),
+        Err(e @ BodyError::Unfinished { .. }) => Err(match cut {
+            Cut::Limit { key, .. } => {
+                Outcome::failed(format!("{step}: HTTP {}: {e} ({key})", status.as_u16()))
+            }
+            Cut::Deadline => Outcome::error(
+                ErrorKind::Timeout,
+                format!(
+                    "{step}: HTTP {}: {e}: timed out at the check's deadline",
+                    status.as_u16()
+                ),
+            ),
+        }),
+        Err(e) => Err(Outcome::failed(format!(
+            "{step}: HTTP {}: {e}",
+            status.as_u16()
+        ))),
     }
 }
 
