@@ -158,6 +158,8 @@ pub struct CheckContext {
     pub attempt: u32,
     /// Where [`detail`](Self::detail) writes; shared by all attempts of one check.
     details: Details,
+    /// Where [`cleanup`](Self::cleanup) registers; shared by all attempts of one check.
+    cleanups: crate::cleanup::Registry,
 }
 
 /// The details a check records while it runs; they become [`TestResult::details`]
@@ -194,12 +196,38 @@ impl CheckContext {
             deadline,
             attempt,
             details: Details::default(),
+            cleanups: Default::default(),
         }
     }
 
     pub(crate) fn with_details(mut self, details: Details) -> Self {
         self.details = details;
         self
+    }
+
+    pub(crate) fn with_cleanups(mut self, cleanups: crate::cleanup::Registry) -> Self {
+        self.cleanups = cleanups;
+        self
+    }
+
+    /// Register the removal of an object this check created on `service` (`object` names it:
+    /// `collection citadel_itest_r1_vectors_perf_2`). The runner runs every registered removal
+    /// once the check has ended, whatever its outcome (timeout, panic and cancellation
+    /// included), and waits for them within the run's cleanup budget before the run returns;
+    /// a removal that fails or does not finish is reported as a
+    /// [`Leftover`](crate::Leftover). Register right after creating the object; disarm the
+    /// returned handle if the check removed it itself.
+    pub fn cleanup<F>(
+        &self,
+        service: impl Into<String>,
+        object: impl Into<String>,
+        removal: F,
+    ) -> crate::cleanup::CleanupHandle
+    where
+        F: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.cleanups
+            .register(service.into(), object.into(), removal)
     }
 
     /// Record a fact for the reports: a server version string, the address reached, a count.

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod cleanup;
 pub mod config;
 #[cfg(feature = "http")]
 pub mod http;
@@ -36,6 +37,7 @@ pub use check::{
     BoxError, Category, Check, CheckContext, CheckExt, CheckId, Exclusive, FnCheck,
     IntegrationTester, Resource, RetryPolicy, RetryUntilReady, WithTimeout, check_fn,
 };
+pub use cleanup::{CleanupHandle, DEFAULT_CLEANUP_BUDGET, Leftover};
 pub use neterr::{io_error_text, io_error_words, io_error_words_in_chain};
 pub use outcome::{
     CheckFailed, Comparison, ErrorKind, Measurement, Outcome, Status, TestResult, Threshold, Unit,

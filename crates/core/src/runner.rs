@@ -15,6 +15,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::check::{Category, Check, CheckContext, CheckId, Details, IntegrationTester, Resource};
+use crate::cleanup::{Cleaner, DEFAULT_CLEANUP_BUDGET, Leftover, Registry};
 use crate::outcome::{ErrorKind, Outcome, Status, TestResult};
 use crate::report::{ReportError, Reporter};
 
@@ -99,6 +100,9 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// Why unfinished checks were cancelled, if they were.
     pub cancel_reason: Option<String>,
+    /// Objects checks created that could not be removed (after every check ended, within the
+    /// cleanup budget).
+    pub leftovers: Vec<Leftover>,
 }
 
 impl RunSummary {
@@ -127,6 +131,7 @@ impl RunSummary {
             by_category,
             interrupted: false,
             cancel_reason: None,
+            leftovers: Vec::new(),
         }
     }
 
@@ -161,6 +166,7 @@ pub struct SuiteBuilder {
     deadline: Option<Duration>,
     fail_fast: bool,
     cancel_grace: Duration,
+    cleanup_budget: Duration,
     cancel: CancellationToken,
     run_id: Option<String>,
     config: serde_json::Value,
@@ -175,6 +181,7 @@ impl Default for SuiteBuilder {
             deadline: None,
             fail_fast: false,
             cancel_grace: Duration::from_secs(5),
+            cleanup_budget: DEFAULT_CLEANUP_BUDGET,
             cancel: CancellationToken::new(),
             run_id: None,
             config: serde_json::Value::Null,
@@ -224,6 +231,13 @@ impl SuiteBuilder {
     /// How long a cancelled check may take to clean up before it is abandoned.
     pub fn cancel_grace(mut self, d: Duration) -> Self {
         self.cancel_grace = d;
+        self
+    }
+
+    /// How long the run waits, once every check has ended, for the removals checks registered
+    /// ([`CheckContext::cleanup`]); what is not removed by then is reported as a leftover.
+    pub fn cleanup_budget(mut self, d: Duration) -> Self {
+        self.cleanup_budget = d;
         self
     }
 
@@ -294,6 +308,7 @@ struct Shared {
     reason: OnceLock<String>,
     default_timeout: Duration,
     cancel_grace: Duration,
+    cleaner: Cleaner,
 }
 
 impl Suite {
@@ -352,6 +367,7 @@ impl Suite {
             reason: OnceLock::new(),
             default_timeout: b.default_timeout,
             cancel_grace: b.cancel_grace,
+            cleaner: Cleaner::default(),
         });
 
         let mut set = JoinSet::new();
@@ -420,8 +436,11 @@ impl Suite {
             results[i] = Some(result);
         }
 
+        // Every check has ended: wait for the removals they registered, within the budget.
+        let leftovers = shared.cleaner.finish(b.cleanup_budget).await;
         let results: Vec<TestResult> = results.into_iter().flatten().collect();
         let mut summary = RunSummary::from_results(&run_id, started_at, start.elapsed(), &results);
+        summary.leftovers = leftovers;
         summary.interrupted = external.is_cancelled();
         summary.cancel_reason = if summary.interrupted {
             Some("run interrupted".to_string())
@@ -463,7 +482,12 @@ async fn execute(check: Arc<dyn Check>, tester: String, shared: Arc<Shared>) -> 
             0,
             BTreeMap::new(),
         ),
-        Some(_permit) => run_guarded(&*check, &shared).await,
+        Some(_permit) => {
+            let cleanups = Registry::default();
+            let ran = run_guarded(&*check, &shared, &cleanups).await;
+            shared.cleaner.start(check.id(), &cleanups);
+            ran
+        }
     };
     TestResult {
         id: check.id().clone(),
@@ -482,6 +506,7 @@ async fn execute(check: Arc<dyn Check>, tester: String, shared: Arc<Shared>) -> 
 async fn run_guarded(
     check: &dyn Check,
     shared: &Shared,
+    cleanups: &Registry,
 ) -> (Outcome, Duration, u32, BTreeMap<String, serde_json::Value>) {
     let started = Instant::now();
     let attempts = AtomicU32::new(0);
@@ -497,6 +522,7 @@ async fn run_guarded(
             attempts: &attempts,
             details: &details,
             earlier: &earlier,
+            cleanups,
         },
     ));
     let outcome = tokio::select! {
@@ -537,6 +563,7 @@ struct Record<'a> {
     details: &'a Details,
     /// `attempt 1: failed: connection refused`, for each attempt that was retried.
     earlier: &'a std::sync::Mutex<Vec<String>>,
+    cleanups: &'a Registry,
 }
 
 /// One lock for every resource any of `checks` declares.
@@ -597,7 +624,8 @@ async fn run_attempts(
     loop {
         record.attempts.store(attempt, Ordering::Relaxed);
         let ctx = CheckContext::new(cancel.clone(), deadline, attempt)
-            .with_details(record.details.clone());
+            .with_details(record.details.clone())
+            .with_cleanups(record.cleanups.clone());
         let outcome = match AssertUnwindSafe(check.run(&ctx)).catch_unwind().await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => Outcome::error(ErrorKind::Harness, crate::error_chain(&*e)),
@@ -658,8 +686,19 @@ pub async fn run_one(check: &dyn Check) -> TestResult {
         reason: OnceLock::new(),
         default_timeout: DEFAULT_CHECK_TIMEOUT,
         cancel_grace: Duration::from_secs(5),
+        cleaner: Cleaner::default(),
     };
-    let (outcome, duration, attempts, details) = run_guarded(check, &shared).await;
+    let cleanups = Registry::default();
+    let (outcome, duration, attempts, mut details) = run_guarded(check, &shared, &cleanups).await;
+    shared.cleaner.start(check.id(), &cleanups);
+    let leftovers = shared.cleaner.finish(DEFAULT_CLEANUP_BUDGET).await;
+    if !leftovers.is_empty() {
+        let list: Vec<serde_json::Value> = leftovers
+            .iter()
+            .map(|l| serde_json::Value::from(l.to_string()))
+            .collect();
+        details.insert("leftovers".to_string(), serde_json::Value::from(list));
+    }
     let id = check.id().clone();
     TestResult {
         tester: id.as_str().split('.').next().unwrap_or("").to_string(),

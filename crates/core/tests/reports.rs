@@ -110,6 +110,12 @@ fn fixture() -> (RunPlan, Vec<TestResult>, RunSummary) {
         &results,
     );
     summary.cancel_reason = None;
+    summary.leftovers = vec![citadel_itest_core::Leftover::new(
+        "external_api.vectors.performance",
+        "vectors",
+        "collection citadel_itest_rgolden01_vectors_perf_2",
+        "delete answered HTTP 503 (token golden-secret-value)",
+    )];
     // Completion order differs from plan order: reports must not depend on it.
     results.reverse();
     (plan, results, summary)
@@ -235,6 +241,16 @@ fn console_groups_by_tester_and_prints_a_summary_table() {
         ["TOTAL", "5", "1", "1", "1", "2", "25.0%"]
     );
     assert!(text.contains("category schema"));
+    // Leftovers come after the summary table, never interleaved with the results.
+    let table = text.find("\nSummary (run").unwrap();
+    let left = text
+        .find("\nLeft behind (1 object could not be removed)\n")
+        .expect(&text);
+    assert!(left > table, "{text}");
+    assert!(text.contains(
+        "  collection citadel_itest_rgolden01_vectors_perf_2 on vectors (created by \
+         external_api.vectors.performance): delete answered HTTP 503 (token <redacted>)\n"
+    ));
     assert!(text.trim_end().ends_with("FAILED"));
 
     let buf = Arc::new(Mutex::new(Vec::new()));

@@ -490,3 +490,138 @@ async fn a_check_waiting_for_a_resource_is_cancelled_cleanly() {
         );
     }
 }
+
+/// A check that creates an "object" (a flag) and registers its removal, then ends as told.
+fn creator(
+    id: &str,
+    objects: Arc<Mutex<Vec<String>>>,
+    ends: &'static str,
+) -> Arc<dyn citadel_itest_core::Check> {
+    let id = id.to_string();
+    check_fn(id.clone(), Category::Operations, move |ctx| {
+        let objects = objects.clone();
+        let id = id.clone();
+        async move {
+            objects.lock().unwrap().push(id.clone());
+            let gone = objects.clone();
+            let name = id.clone();
+            ctx.cleanup("svc", format!("object {id}"), async move {
+                gone.lock().unwrap().retain(|o| *o != name);
+                Ok(())
+            });
+            match ends {
+                "pass" => Ok(Outcome::passed()),
+                "fail" => Ok(Outcome::failed("wrong")),
+                "panic" => panic!("boom"),
+                _ => {
+                    // Hangs: ended by the timeout or the cancellation.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(Outcome::passed())
+                }
+            }
+        }
+    })
+    .with_timeout(Duration::from_millis(300))
+    .boxed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_removals_run_on_every_path_before_the_run_returns() {
+    let objects = Arc::new(Mutex::new(Vec::new()));
+    let mut b = Suite::builder().concurrency(8);
+    for ends in ["pass", "fail", "panic", "hang"] {
+        b = b.check("t", creator(&format!("t.{ends}"), objects.clone(), ends));
+    }
+    let out = b.build().run(Vec::new()).await;
+    assert!(
+        out.summary.leftovers.is_empty(),
+        "{:?}",
+        out.summary.leftovers
+    );
+    assert!(
+        objects.lock().unwrap().is_empty(),
+        "left: {:?}",
+        objects.lock().unwrap()
+    );
+
+    // Cancellation (Ctrl-C) too: the hanging check is abandoned, its removal still runs.
+    let objects = Arc::new(Mutex::new(Vec::new()));
+    let token = CancellationToken::new();
+    let suite = Suite::builder()
+        .cancellation(token.clone())
+        .cancel_grace(Duration::from_millis(20))
+        .check("t", creator("t.hang", objects.clone(), "hang"))
+        .build();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        token.cancel();
+    });
+    let out = suite.run(Vec::new()).await;
+    cancel.await.unwrap();
+    assert_eq!(out.summary.exit_code(), 130);
+    assert!(
+        objects.lock().unwrap().is_empty(),
+        "left: {:?}",
+        objects.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_that_fail_or_outlast_the_budget_are_named_as_leftovers() {
+    let check = check_fn("t.make", Category::Operations, |ctx| async move {
+        ctx.cleanup("db", "table citadel_itest_a", async {
+            Err("permission denied".into())
+        });
+        ctx.cleanup("vectors", "collection citadel_itest_b", async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        });
+        let done = ctx.cleanup("vectors", "collection citadel_itest_c", async {
+            Err("must not run: disarmed".into())
+        });
+        done.disarm();
+        Ok(Outcome::failed("the check's own verdict"))
+    });
+    let t = Instant::now();
+    let out = Suite::builder()
+        .cleanup_budget(Duration::from_millis(200))
+        .check("t", check.boxed())
+        .build()
+        .run(Vec::new())
+        .await;
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(
+        out.results[0].outcome.message(),
+        Some("the check's own verdict"),
+        "cleanup never replaces the verdict"
+    );
+    let left: Vec<String> = out
+        .summary
+        .leftovers
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "table citadel_itest_a on db (created by t.make): permission denied",
+            "collection citadel_itest_b on vectors (created by t.make): its removal did not \
+             finish within the cleanup budget of 200ms",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn run_one_runs_the_removals_and_names_leftovers_in_the_details() {
+    let check = check_fn("t.one", Category::Operations, |ctx| async move {
+        ctx.cleanup("db", "table citadel_itest_x", async {
+            Err("refused".into())
+        });
+        Ok(Outcome::passed())
+    });
+    let r = run_one(&check).await;
+    assert_eq!(
+        r.details["leftovers"],
+        serde_json::json!(["table citadel_itest_x on db (created by t.one): refused"])
+    );
+}

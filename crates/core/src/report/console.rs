@@ -184,6 +184,16 @@ impl Reporter for ConsoleReporter {
         if let Some(reason) = &s.cancel_reason {
             text.push_str(&format!("unfinished checks were cancelled: {reason}\n"));
         }
+        if !s.leftovers.is_empty() {
+            text.push_str(&format!(
+                "\nLeft behind ({} object{} could not be removed)\n",
+                s.leftovers.len(),
+                if s.leftovers.len() == 1 { "" } else { "s" }
+            ));
+            for l in &s.leftovers {
+                text.push_str(&format!("  {}\n", redact_text(&l.to_string())));
+            }
+        }
         let verdict = match s.exit_code() {
             0 => self.paint(Status::Passed, "PASSED"),
             130 => self.paint(Status::Error, "INTERRUPTED"),

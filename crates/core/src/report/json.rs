@@ -36,6 +36,9 @@ pub struct JsonReport {
     pub summary: JsonSummary,
     /// One entry per planned check, in plan order.
     pub results: Vec<JsonResult>,
+    /// Objects checks created and the run could not remove (empty when all were removed).
+    #[serde(default)]
+    pub leftovers: Vec<crate::cleanup::Leftover>,
 }
 
 /// Counts plus success rate.
@@ -145,6 +148,15 @@ impl JsonReport {
                     .collect(),
             },
             results: sorted.into_iter().map(JsonResult::from).collect(),
+            leftovers: summary
+                .leftovers
+                .iter()
+                .map(|l| crate::cleanup::Leftover {
+                    reason: crate::config::redact_text(&l.reason),
+                    object: crate::config::redact_text(&l.object),
+                    ..l.clone()
+                })
+                .collect(),
         }
     }
 
