@@ -221,6 +221,7 @@ pub fn plan(
         .deadline(run.deadline)
         .fail_fast(run.fail_fast)
         .cancel_grace(run.cancel_grace)
+        .cleanup_budget(run.cleanup_budget)
         .config_summary(loaded.config.summary());
     for (tester, check) in checks {
         b = b.check(tester, check);

@@ -187,6 +187,10 @@ pub struct RunSettings {
     /// How long a cancelled check may take to clean up.
     #[serde(with = "humantime_serde")]
     pub cancel_grace: Duration,
+    /// Once every check has ended, how long the run waits for the removals checks registered
+    /// (temporary collections, tables, alerts); what is not removed by then is reported.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_budget: Duration,
     /// Never write to targets; write-checks are skipped with a reason.
     pub read_only: bool,
     /// Where report files go.
@@ -205,6 +209,7 @@ impl Default for RunSettings {
             retry_backoff: Duration::from_millis(200),
             fail_fast: false,
             cancel_grace: Duration::from_secs(5),
+            cleanup_budget: crate::cleanup::DEFAULT_CLEANUP_BUDGET,
             read_only: false,
             report_dir: PathBuf::from("target/itest-reports"),
             formats: vec![
@@ -799,6 +804,12 @@ impl Validate for RunSettings {
             MAX_GRACE,
         );
         v.duration_range("cancel_grace", self.cancel_grace, Duration::ZERO, MAX_GRACE);
+        v.duration_range(
+            "cleanup_budget",
+            self.cleanup_budget,
+            Duration::ZERO,
+            MAX_GRACE,
+        );
         if self.formats.is_empty() {
             v.error("formats", "list at least one of console, json, junit");
         }
