@@ -40,6 +40,9 @@ pub use secret::{
     redact_url, redact_value, register_basic_credentials, register_secret, register_url_secrets,
 };
 
+/// Largest value of one `CITADEL_ITEST__*` environment variable: 64 KiB.
+pub const MAX_ENV_VALUE_BYTES: usize = 64 * 1024;
+
 /// Most characters of a value echoed in a message; [`shorten`] cuts longer ones.
 pub const MAX_ECHOED_CHARS: usize = 200;
 
@@ -365,7 +368,32 @@ impl ConfigLoader {
             }
         }
         if self.env {
-            figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+            // An oversized value is refused before figment parses it.
+            let mut oversize: Vec<String> = Vec::new();
+            for (key, value) in std::env::vars_os() {
+                let Some(key) = key.to_str() else { continue };
+                let upper = key.to_ascii_uppercase();
+                if upper.starts_with(ENV_PREFIX) && value.len() > MAX_ENV_VALUE_BYTES {
+                    let stripped = key[ENV_PREFIX.len()..].to_string();
+                    problems.push(ConfigProblem::new(
+                        stripped.to_ascii_lowercase().replace("__", "."),
+                        Some("environment".to_string()),
+                        format!(
+                            "the value of {} is {} bytes, more than the {} KiB limit of one \
+                             environment value",
+                            shorten(key),
+                            value.len(),
+                            MAX_ENV_VALUE_BYTES / 1024
+                        ),
+                    ));
+                    oversize.push(stripped);
+                }
+            }
+            figment = figment.merge(
+                Env::prefixed(ENV_PREFIX)
+                    .filter(move |key| !oversize.iter().any(|o| key == o.as_str()))
+                    .split("__"),
+            );
         }
         for (key, value) in &self.overrides {
             figment = figment.merge(Serialized::global(key, value));
