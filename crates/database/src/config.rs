@@ -360,11 +360,11 @@ pub struct SchemaConfig {
     /// Inline: expected Postgres schemas by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub schemas: BTreeMap<String, NamespaceSpec>,
-    /// A sqlx migrations directory (`<version>_<description>.sql`): adds the
-    /// `database.<name>.migrations` check (state of `_sqlx_migrations` and drift from a scratch
-    /// database the migrations are applied to).
+    /// A sqlx migrations directory (`<version>_<description>.sql`), or a map with `dir` and
+    /// options: adds the `database.<name>.migrations` check (state of `_sqlx_migrations` and
+    /// drift from a scratch database the migrations are applied to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub migrations: Option<PathBuf>,
+    pub migrations: Option<MigrationsConfig>,
     /// Also flag anything present but not declared (tables, columns, indexes, constraints,
     /// defaults, RLS, extensions, schemas).
     #[serde(default)]
@@ -389,10 +389,11 @@ impl SchemaConfig {
         }
     }
 
-    /// Compare with what these sqlx migrations produce.
-    pub fn migrations(path: impl Into<PathBuf>) -> Self {
+    /// Compare with what these sqlx migrations produce: a directory (`PathBuf`, `&str`) or a
+    /// [`MigrationsConfig`].
+    pub fn migrations(migrations: impl Into<MigrationsConfig>) -> Self {
         SchemaConfig {
-            migrations: Some(path.into()),
+            migrations: Some(migrations.into()),
             ..SchemaConfig::default()
         }
     }
@@ -418,6 +419,161 @@ impl SchemaConfig {
             })),
             None => Ok(None),
         }
+    }
+}
+
+/// Default `schema.migrations.cleanup_timeout`: how long dropping the scratch database may take
+/// (on PostgreSQL 15 `DROP DATABASE` forces a checkpoint: 31 s were seen on a busy server).
+pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `schema.migrations`: a sqlx migrations directory, given as its path or as a map with options:
+///
+/// ```yaml
+/// migrations: migrations            # the same as { dir: migrations }
+/// migrations:
+///   dir: migrations
+///   mode: full                      # full (default) | drift_only
+///   scratch: auto                   # target | local | auto (default)
+///   cleanup_timeout: 60s            # budget for dropping the scratch database
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct MigrationsConfig {
+    /// The directory (`<version>_<description>.sql` files).
+    pub dir: PathBuf,
+    /// What is checked: `full` (the `_sqlx_migrations` state and drift) or `drift_only`.
+    pub mode: MigrationsMode,
+    /// Where the migrations are applied for the drift comparison.
+    pub scratch: ScratchServer,
+    /// Budget for dropping the scratch database (retried within it); added to the check's
+    /// budget.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_timeout: Duration,
+}
+
+/// What the migrations check looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MigrationsMode {
+    /// `_sqlx_migrations` against the directory, and drift from a scratch database.
+    #[default]
+    Full,
+    /// Only drift from a scratch database: for databases deployed without sqlx (no
+    /// `_sqlx_migrations` needed).
+    DriftOnly,
+}
+
+/// Where the scratch database the migrations are applied to lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ScratchServer {
+    /// A database created on the target server (needs `CREATEDB`; its `DROP DATABASE` forces a
+    /// checkpoint there).
+    Target,
+    /// A throwaway PostgreSQL of the target's major version started on this machine (feature
+    /// `local-scratch` and the Debian package `postgresql-<major>`); an error if it cannot run.
+    Local,
+    /// `local` when it can run, else `target` (the result says which was used).
+    #[default]
+    Auto,
+}
+
+impl MigrationsConfig {
+    /// The migrations in `dir` with every default.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        MigrationsConfig {
+            dir: dir.into(),
+            mode: MigrationsMode::default(),
+            scratch: ScratchServer::default(),
+            cleanup_timeout: DEFAULT_CLEANUP_TIMEOUT,
+        }
+    }
+
+    /// Set the mode.
+    pub fn mode(mut self, mode: MigrationsMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Set where the scratch database lives.
+    pub fn scratch(mut self, scratch: ScratchServer) -> Self {
+        self.scratch = scratch;
+        self
+    }
+
+    /// Set the cleanup budget.
+    pub fn cleanup_timeout(mut self, timeout: Duration) -> Self {
+        self.cleanup_timeout = timeout;
+        self
+    }
+}
+
+impl<'de> Deserialize<'de> for MigrationsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            dir: PathBuf,
+            #[serde(default)]
+            mode: MigrationsMode,
+            #[serde(default)]
+            scratch: ScratchServer,
+            #[serde(default = "default_cleanup_timeout", with = "humantime_serde")]
+            cleanup_timeout: Duration,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MigrationsConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a migrations directory, or a map with `dir` and options")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<MigrationsConfig, E> {
+                Ok(MigrationsConfig::new(s))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<MigrationsConfig, A::Error> {
+                let f = Full::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(MigrationsConfig {
+                    dir: f.dir,
+                    mode: f.mode,
+                    scratch: f.scratch,
+                    cleanup_timeout: f.cleanup_timeout,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn default_cleanup_timeout() -> Duration {
+    DEFAULT_CLEANUP_TIMEOUT
+}
+
+impl From<PathBuf> for MigrationsConfig {
+    fn from(dir: PathBuf) -> Self {
+        MigrationsConfig::new(dir)
+    }
+}
+
+impl From<&str> for MigrationsConfig {
+    fn from(dir: &str) -> Self {
+        MigrationsConfig::new(dir)
+    }
+}
+
+impl From<&Path> for MigrationsConfig {
+    fn from(dir: &Path) -> Self {
+        MigrationsConfig::new(dir)
+    }
+}
+
+impl From<String> for MigrationsConfig {
+    fn from(dir: String) -> Self {
+        MigrationsConfig::new(dir)
     }
 }
 
@@ -458,6 +614,14 @@ pub struct IntegrityConfig {
     /// Custom invariants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invariants: Vec<Invariant>,
+    /// Column names whose values sample rows always hide (besides the built-in secret-looking
+    /// names); matched case-insensitively.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact_columns: Vec<String>,
+    /// Column names whose values sample rows show although they look secret (e.g.
+    /// `content_hash`); matched case-insensitively.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub show_columns: Vec<String>,
 }
 
 fn default_sample_rows() -> u32 {
@@ -479,6 +643,8 @@ impl Default for IntegrityConfig {
             not_null: Vec::new(),
             row_counts: Vec::new(),
             invariants: Vec::new(),
+            redact_columns: Vec::new(),
+            show_columns: Vec::new(),
         }
     }
 }
@@ -945,9 +1111,18 @@ impl Validate for SchemaConfig {
                 }
             }
         }
-        if let Some(dir) = &self.migrations {
-            if let Err(e) = check_migrations_dir(dir) {
+        if let Some(m) = &self.migrations {
+            if let Err(e) = check_migrations_dir(&m.dir) {
                 v.error("migrations", e);
+            }
+            if m.cleanup_timeout.is_zero() {
+                v.error("migrations.cleanup_timeout", "must be greater than 0s");
+            }
+            if cfg!(not(feature = "local-scratch")) && m.scratch == ScratchServer::Local {
+                v.error(
+                    "migrations.scratch",
+                    "`local` needs citadel-itest-database built with the feature `local-scratch`",
+                );
             }
         }
     }
@@ -1022,6 +1197,28 @@ impl Validate for IntegrityConfig {
                 _ => {}
             }
         }
+        for (key, names) in [
+            ("redact_columns", &self.redact_columns),
+            ("show_columns", &self.show_columns),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if name.trim().is_empty() {
+                    v.error(&format!("{key}[{i}]"), "must not be empty");
+                }
+            }
+        }
+        for (i, name) in self.show_columns.iter().enumerate() {
+            if self
+                .redact_columns
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name))
+            {
+                v.error(
+                    &format!("show_columns[{i}]"),
+                    format!("`{name}` is also in redact_columns: keep it in one of them"),
+                );
+            }
+        }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, inv) in self.invariants.iter().enumerate() {
             let mut iv = v.at(&format!("invariants[{i}]"));
@@ -1041,6 +1238,8 @@ impl Validate for IntegrityConfig {
             let sql = crate::integrity::trim_sql(&inv.sql);
             if sql.is_empty() {
                 iv.error("sql", "must not be empty");
+            } else if let Err(why) = crate::integrity::one_select(sql) {
+                iv.error("sql", why);
             }
             for (key, bound) in [("min", inv.min), ("max", inv.max)] {
                 if bound.is_some_and(|b| !b.is_finite()) {

@@ -7,22 +7,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use citadel_itest_core::config::{REDACTED, is_secret_key, redact_text, redact_value};
+use citadel_itest_core::config::{REDACTED, redact_text, redact_value};
 use citadel_itest_core::{
     BoxError, Category, Check, CheckContext, CheckId, ErrorKind, Measurement, Outcome, Unit,
 };
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
-use sqlx::{Connection as _, PgConnection, Row};
+use sqlx::{Column as _, Connection as _, PgConnection, Row, TypeInfo as _};
 
 use crate::catalog::{Catalog, Namespaces};
 use crate::config::{DatabaseTarget, IntegrityConfig, Invariant, RowCountBound};
 use crate::connect::{Connector, describe, sqlstate};
-use crate::ident::{ColumnRef, ColumnsRef, quote_ident};
+use crate::ident::{ColumnRef, ColumnsRef, TableRef, quote_ident};
 use crate::schema::{base_timeout, cancellable};
 
 /// Longest value shown in a sample row before it is cut.
 const MAX_VALUE_CHARS: usize = 60;
+
+/// A detector is not started with less time than this left in the check's budget.
+const MIN_DETECTOR_TIME: Duration = Duration::from_millis(50);
 
 /// An invariant's SQL without surrounding whitespace and trailing `;`.
 pub(crate) fn trim_sql(sql: &str) -> &str {
@@ -31,6 +34,205 @@ pub(crate) fn trim_sql(sql: &str) -> &str {
         s = rest.trim_end();
     }
     s
+}
+
+/// `sql` with string literals, quoted names, dollar-quoted bodies and comments blanked out, so
+/// that what is left is SQL code; `Err` on an unterminated one.
+fn code_only(sql: &str) -> Result<String, String> {
+    let chars: Vec<char> = sql.chars().collect();
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match c {
+            '-' if next == Some('-') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+                out.push(' ');
+            }
+            '/' if next == Some('*') => {
+                let mut depth = 0usize;
+                loop {
+                    match (chars.get(i), chars.get(i + 1)) {
+                        (Some('/'), Some('*')) => {
+                            depth += 1;
+                            i += 2;
+                        }
+                        (Some('*'), Some('/')) => {
+                            depth -= 1;
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        (Some(_), _) => i += 1,
+                        (None, _) => return Err("a /* comment is not closed".to_string()),
+                    }
+                }
+                out.push(' ');
+            }
+            '\'' | '"' => {
+                // E'...' strings take backslash escapes.
+                let backslash = c == '\''
+                    && i > 0
+                    && matches!(chars[i - 1], 'e' | 'E')
+                    && (i < 2 || !chars[i - 2].is_alphanumeric() && chars[i - 2] != '_');
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => {
+                            return Err(if c == '"' {
+                                "a quoted name is not closed".to_string()
+                            } else {
+                                "a string literal is not closed".to_string()
+                            });
+                        }
+                        Some('\\') if backslash => i += 2,
+                        Some(&q) if q == c => {
+                            if chars.get(i + 1) == Some(&c) {
+                                i += 2;
+                            } else {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+                out.push(' ');
+            }
+            '$' if !chars[..i]
+                .last()
+                .is_some_and(|p| p.is_alphanumeric() || *p == '_') =>
+            {
+                // $tag$ ... $tag$ (a tag never starts with a digit: `$1` is a parameter).
+                let mut j = i + 1;
+                while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
+                    j += 1;
+                }
+                let tag_ok = chars.get(j) == Some(&'$')
+                    && !chars.get(i + 1).is_some_and(|d| d.is_ascii_digit());
+                if !tag_ok {
+                    out.push(c);
+                    i += 1;
+                    continue;
+                }
+                let tag: String = chars[i..=j].iter().collect();
+                let rest: String = chars[j + 1..].iter().collect();
+                match rest.find(&tag) {
+                    Some(end) => {
+                        i = j + 1 + rest[..end].chars().count() + tag.chars().count();
+                        out.push(' ');
+                    }
+                    None => return Err(format!("a {tag} quoted body is not closed")),
+                }
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `Ok` when `sql` (trimmed of a trailing `;`) is one query that only reads: it starts with
+/// `SELECT`, `WITH`, `VALUES`, `TABLE` or `(`, holds no second statement, and its `WITH` holds
+/// no `INSERT`, `UPDATE`, `DELETE` or `MERGE`. The read-only transaction refuses writes anyway;
+/// this gives the reason in words before anything connects.
+pub(crate) fn one_select(sql: &str) -> Result<(), String> {
+    const MUST: &str = "an invariant must be one SELECT";
+    let code = code_only(trim_sql(sql)).map_err(|e| format!("{MUST}: {e}"))?;
+    let code = code.trim();
+    if code.contains(';') {
+        return Err(format!(
+            "{MUST} (it holds several statements separated by `;`)"
+        ));
+    }
+    let words: Vec<String> = code
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let first = words.first().map(String::as_str).unwrap_or("");
+    if code.starts_with('(') {
+        // A parenthesised query: judged by its first word.
+    } else if !matches!(first, "select" | "with" | "values" | "table") {
+        return Err(format!("{MUST}, not {}", first.to_ascii_uppercase()));
+    }
+    if first == "with" || code.starts_with('(') {
+        // `WITH d AS (DELETE ...)`: a data-modifying CTE opens with the verb after `(`.
+        let verbs = ["insert", "update", "delete", "merge"];
+        for part in code.split('(').skip(1) {
+            let word: String = part
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if verbs.contains(&word.as_str()) {
+                return Err(format!(
+                    "{MUST}: it holds a {} (a data-modifying WITH)",
+                    word.to_ascii_uppercase()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a column's name says its values are secret. The name is split into whole parts on
+/// `_`, other punctuation and camelCase humps: a part `token`, `password`, `passwd`, `pwd`,
+/// `passphrase`, `secret`, `credential(s)` or `apikey`; the pairs `api key`, `private key`,
+/// `access key`, `signing key`, `encryption key`; or a last part `hash` after another
+/// (`key_hash`, `password_hash`). `prompt_tokens` and `tokens` are shown: `tokens` is not the
+/// part `token`.
+pub(crate) fn secret_column(name: &str) -> bool {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_alphanumeric() {
+            if !cur.is_empty() {
+                parts.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !cur.is_empty() {
+            parts.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        cur.extend(c.to_lowercase());
+    }
+    if !cur.is_empty() {
+        parts.push(cur);
+    }
+    const WORDS: &[&str] = &[
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "secret",
+        "credential",
+        "credentials",
+        "apikey",
+    ];
+    const PAIRS: &[(&str, &str)] = &[
+        ("api", "key"),
+        ("private", "key"),
+        ("access", "key"),
+        ("signing", "key"),
+        ("encryption", "key"),
+    ];
+    parts.iter().any(|p| WORDS.contains(&p.as_str()))
+        || parts
+            .windows(2)
+            .any(|w| PAIRS.contains(&(w[0].as_str(), w[1].as_str())))
+        || (parts.len() > 1 && parts.last().is_some_and(|p| p == "hash"))
 }
 
 /// Looks for data that breaks its rules, without changing any:
@@ -44,12 +246,16 @@ pub(crate) fn trim_sql(sql: &str) -> &str {
 /// - custom invariants: SQL that must return no row, or one value within bounds.
 ///
 /// Everything runs in one `REPEATABLE READ, READ ONLY` transaction (one snapshot; any write,
-/// even `nextval()`, is refused by the server) with `SET LOCAL statement_timeout`, each detector
-/// under its own savepoint so one failing statement does not stop the others; the transaction is
-/// rolled back at the end. Findings show counts and up to `sample_rows` offending rows, with
-/// values of secret-looking columns (`password`, `api_key`, `token`, ...) redacted. Measures
-/// `rows_examined` (rows the built-in detectors scanned; `scan_limit` caps it per detector) and a
-/// count per kind of finding.
+/// even `nextval()`, is refused by the server), each detector under its own savepoint and its
+/// own `statement_timeout` inside the check's budget, so a failing or slow detector is named
+/// (`invariant slow timed out after 10s (statement_timeout)`) and the findings of the others are
+/// kept; the transaction is rolled back at the end. When row-level security hides rows of a
+/// scanned table from the checking role, the result says the scan may be incomplete (never a
+/// plain pass). Findings show counts and up to `sample_rows` offending rows, with values of
+/// columns whose name parts look secret (`api_token`, `password`, `key_hash`, ...; not
+/// `prompt_tokens`, never the column the finding is about) redacted and bytea shown as its
+/// length. Measures `rows_examined` (rows the built-in detectors scanned; `scan_limit` caps it
+/// per detector) and a count per kind of finding.
 #[derive(Debug, Clone)]
 pub struct IntegrityCheck {
     id: CheckId,
@@ -84,12 +290,74 @@ impl fmt::Display for Detector {
     }
 }
 
+impl Detector {
+    /// The tables it reads (an invariant's are found by `EXPLAIN` when it runs).
+    fn tables(&self) -> Vec<TableRef> {
+        match self {
+            Detector::Orphans { from, to, .. } => vec![from.table.clone(), to.table.clone()],
+            Detector::Duplicates(k) => vec![k.table.clone()],
+            Detector::Nulls(c) => vec![c.table.clone()],
+            Detector::RowCount(b) => vec![b.table.clone()],
+            Detector::Invariant(_) => Vec::new(),
+        }
+    }
+}
+
 /// What one detector saw.
 #[derive(Debug, Default)]
 struct Seen {
     examined: u64,
     offending: u64,
     problem: Option<String>,
+    /// Tables read, when the detector found them out itself (invariants).
+    tables: Vec<TableRef>,
+}
+
+/// Tables among `tables` whose rows row-level security hides from the checking role
+/// (Postgres' own `row_security_active`: RLS enabled, the role neither superuser, nor
+/// `BYPASSRLS`, nor the owner of a table without `FORCE ROW LEVEL SECURITY`), and that role.
+async fn row_security(
+    conn: &mut PgConnection,
+    tables: &[TableRef],
+) -> Result<(String, Vec<String>), sqlx::Error> {
+    let quoted: Vec<String> = tables.iter().map(TableRef::sql).collect();
+    let shown: Vec<String> = tables.iter().map(ToString::to_string).collect();
+    let row = sqlx::query(
+        "SELECT current_user::text, coalesce(array_agg(u.shown ORDER BY u.shown) \
+             FILTER (WHERE to_regclass(u.q) IS NOT NULL AND row_security_active(to_regclass(u.q))), \
+             '{}') \
+         FROM unnest($1::text[], $2::text[]) AS u(q, shown)",
+    )
+    .bind(&quoted)
+    .bind(&shown)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// Relations an `EXPLAIN (VERBOSE, FORMAT JSON)` plan reads.
+fn plan_tables(plan: &serde_json::Value, out: &mut Vec<TableRef>) {
+    match plan {
+        serde_json::Value::Object(map) => {
+            if let (Some(serde_json::Value::String(schema)), Some(serde_json::Value::String(rel))) =
+                (map.get("Schema"), map.get("Relation Name"))
+            {
+                let t = TableRef::new(schema.clone(), rel.clone());
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+            for v in map.values() {
+                plan_tables(v, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                plan_tables(v, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +372,12 @@ struct Tally {
     invariant_violations: u64,
     problems: Vec<String>,
     errors: Vec<String>,
+    /// Detectors cancelled at their bound (or left without an answer).
+    timed_out: Vec<String>,
+    /// Detectors not started: the check's budget ran out first.
+    not_run: Vec<String>,
+    /// How many of `errors` are about time (timeouts, detectors not run).
+    timing: usize,
 }
 
 impl IntegrityCheck {
@@ -119,12 +393,6 @@ impl IntegrityCheck {
             connector,
             config,
         }
-    }
-
-    fn statement_timeout(&self) -> Duration {
-        self.config
-            .statement_timeout
-            .unwrap_or(self.connector.target().statement_timeout)
     }
 
     /// The detectors to run, given what the catalog guarantees already.
@@ -221,7 +489,31 @@ impl IntegrityCheck {
         Namespaces::Only(set.into_iter().collect())
     }
 
-    async fn evaluate(&self) -> Result<Outcome, BoxError> {
+    /// The bound of one detector's statements before the check's own deadline caps it:
+    /// `integrity.statement_timeout` when given, else the database's `statement_timeout` but at
+    /// most a third of the check's budget, so one slow detector leaves room for the others.
+    fn detector_bound(&self, budget: Duration) -> Duration {
+        match self.config.statement_timeout {
+            Some(t) => t,
+            // A third of the budget, to the nearest 100 ms (the budget is measured a moment
+            // after the check started: 5.998 s of a 6 s budget gives 2 s).
+            None => {
+                let third = (budget / 3).as_millis() as u64;
+                let third = Duration::from_millis((third + 50) / 100 * 100);
+                self.connector
+                    .target()
+                    .statement_timeout
+                    .min(third.max(MIN_DETECTOR_TIME))
+            }
+        }
+    }
+
+    async fn evaluate(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
+        let budget = ctx.remaining();
+        // Kept free at the end of the budget to roll back, look at row-level security and
+        // report.
+        let reserve = (budget / 10).clamp(Duration::from_millis(250), Duration::from_secs(2));
+        let per_detector = self.detector_bound(budget);
         let mut conn = self
             .connector
             .connect(&self.connector.app_name("integrity"))
@@ -238,30 +530,75 @@ impl IntegrityCheck {
             .begin()
             .await
             .map_err(|e| format!("begin a transaction on database {name}: {}", describe(&e)))?;
-        let timeout_ms = self.statement_timeout().as_millis().max(1);
         for stmt in [
-            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_string(),
-            format!("SET LOCAL statement_timeout = '{timeout_ms}ms'"),
-            "SET LOCAL lock_timeout = '5s'".to_string(),
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            "SET LOCAL lock_timeout = '5s'",
         ] {
-            sqlx::query(&stmt)
+            sqlx::query(stmt)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| format!("{stmt} on database {name}: {}", describe(&e)))?;
         }
 
-        for detector in &plan {
+        // Tables whose rows the detectors read (row-level security is looked at for them).
+        let mut scanned: Vec<TableRef> = Vec::new();
+        // Set when the server stopped answering: the connection is not used again.
+        let mut broken = false;
+        for (i, detector) in plan.iter().enumerate() {
+            let left = ctx.remaining().saturating_sub(reserve);
+            let bound = per_detector.min(left);
+            if broken || bound < MIN_DETECTOR_TIME {
+                tally
+                    .not_run
+                    .extend(plan[i..].iter().map(|d| d.to_string()));
+                break;
+            }
             tally.detectors += 1;
-            sqlx::query("SAVEPOINT citadel_itest_detector")
-                .execute(&mut *tx)
+            if let Detector::Invariant(inv) = detector {
+                if let Err(why) = one_select(&inv.sql) {
+                    tally
+                        .errors
+                        .push(format!("could not run the {detector}: {why}"));
+                    continue;
+                }
+            }
+            for t in detector.tables() {
+                if !scanned.contains(&t) {
+                    scanned.push(t);
+                }
+            }
+            let prepare = format!(
+                "SAVEPOINT citadel_itest_detector; SET LOCAL statement_timeout = '{}ms'",
+                bound.as_millis().max(1)
+            );
+            sqlx::Executor::execute(&mut *tx, prepare.as_str())
                 .await
                 .map_err(|e| format!("savepoint on database {name}: {}", describe(&e)))?;
-            match self.detect(&mut tx, detector).await {
-                Ok(seen) => {
+            // The server cancels a statement at `bound`; this guards against a server that
+            // stops answering altogether (each detector runs at most two statements).
+            let hard = (bound * 2 + Duration::from_secs(1))
+                .min(ctx.remaining().saturating_sub(reserve / 2));
+            let run = tokio::time::timeout(hard, self.detect(&mut tx, detector)).await;
+            match run {
+                Err(_) => {
+                    broken = true;
+                    tally.timing += 1;
+                    tally.timed_out.push(detector.to_string());
+                    tally.errors.push(format!(
+                        "{detector} timed out after {} (no answer from the server)",
+                        humantime::format_duration(hard)
+                    ));
+                }
+                Ok(Ok(seen)) => {
                     sqlx::query("RELEASE SAVEPOINT citadel_itest_detector")
                         .execute(&mut *tx)
                         .await?;
                     tally.rows_examined += seen.examined;
+                    for t in seen.tables {
+                        if !scanned.contains(&t) {
+                            scanned.push(t);
+                        }
+                    }
                     if let Some(problem) = seen.problem {
                         match detector {
                             Detector::Orphans { .. } => tally.orphan_rows += seen.offending,
@@ -273,27 +610,51 @@ impl IntegrityCheck {
                         tally.problems.push(problem);
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     sqlx::query("ROLLBACK TO SAVEPOINT citadel_itest_detector")
                         .execute(&mut *tx)
                         .await?;
-                    let why = if sqlstate(&e).as_deref() == Some("57014") {
-                        format!(
-                            "exceeded statement_timeout ({})",
-                            humantime::format_duration(self.statement_timeout())
-                        )
+                    if sqlstate(&e).as_deref() == Some("57014") {
+                        tally.timing += 1;
+                        tally.timed_out.push(detector.to_string());
+                        tally.errors.push(format!(
+                            "{detector} timed out after {} (statement_timeout)",
+                            humantime::format_duration(Duration::from_millis(
+                                bound.as_millis().max(1) as u64
+                            ))
+                        ));
                     } else {
-                        describe(&e)
-                    };
-                    tally
-                        .errors
-                        .push(format!("could not run the {detector}: {why}"));
+                        tally
+                            .errors
+                            .push(format!("could not run the {detector}: {}", describe(&e)));
+                    }
                 }
             }
         }
-        // Nothing was written (the server refuses), and nothing is kept.
-        tx.rollback().await?;
-        let _ = conn.close().await;
+
+        let mut hidden_by_rls = Vec::new();
+        let mut role = String::new();
+        if broken {
+            // The connection is dropped, not reused: the server rolls the transaction back.
+            tally.timing += 1;
+            tally.errors.push(
+                "row-level security was not examined (the server stopped answering)".to_string(),
+            );
+        } else {
+            match row_security(&mut tx, &scanned).await {
+                Ok((r, tables)) => {
+                    role = r;
+                    hidden_by_rls = tables;
+                }
+                Err(e) => tally.errors.push(format!(
+                    "could not tell whether row-level security hides rows: {}",
+                    describe(&e)
+                )),
+            }
+            // Nothing was written (the server refuses), and nothing is kept.
+            tx.rollback().await?;
+            let _ = conn.close().await;
+        }
 
         let measurements = vec![
             Measurement::new("rows_examined", tally.rows_examined as f64, Unit::Count),
@@ -316,20 +677,58 @@ impl IntegrityCheck {
                 tally.invariant_violations as f64,
                 Unit::Count,
             ),
+            Measurement::new(
+                "detectors_timed_out",
+                tally.timed_out.len() as f64,
+                Unit::Count,
+            ),
             Measurement::duration("integrity_time", started.elapsed()),
         ];
+        if !tally.timed_out.is_empty() {
+            ctx.detail("timed_out", tally.timed_out.clone());
+        }
+        if !tally.not_run.is_empty() {
+            ctx.detail("not_run", tally.not_run.clone());
+            tally.timing += 1;
+            tally.errors.push(format!(
+                "not run, the check's budget ran out: {}",
+                tally.not_run.join(", ")
+            ));
+        }
+        let rls_note = (!hidden_by_rls.is_empty()).then(|| {
+            ctx.detail("row_level_security", hidden_by_rls.clone());
+            format!(
+                "the scan may be incomplete: row-level security hides rows of {} from role {role} \
+                 (use a role with BYPASSRLS, or the tables' owner without FORCE ROW LEVEL \
+                 SECURITY)",
+                hidden_by_rls.join(", ")
+            )
+        });
         if !tally.problems.is_empty() {
             let mut parts = tally.problems;
             parts.extend(tally.errors);
+            parts.extend(rls_note);
             return Ok(Outcome::Failed {
                 message: redact_text(&parts.join("; ")),
                 measurements,
             });
         }
         if !tally.errors.is_empty() {
+            let only_time = tally.errors.len() == tally.timing;
+            let mut parts = tally.errors;
+            parts.extend(rls_note);
+            let kind = if only_time {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Harness
+            };
+            return Ok(Outcome::error(kind, redact_text(&parts.join("; "))));
+        }
+        if let Some(note) = rls_note {
+            // Nothing found among the rows the role could see: not a clean bill of health.
             return Ok(Outcome::error(
                 ErrorKind::Harness,
-                redact_text(&tally.errors.join("; ")),
+                format!("no finding, but {note}"),
             ));
         }
         Ok(Outcome::Passed { measurements })
@@ -342,19 +741,41 @@ impl IntegrityCheck {
         }
     }
 
+    /// Up to `sample_rows` rows of the query `rows`, shown as JSON objects; `about` are the
+    /// columns the finding is about (never redacted).
     async fn samples(
         &self,
         conn: &mut PgConnection,
-        sql: &str,
+        rows: &str,
+        about: &[String],
     ) -> Result<Vec<String>, sqlx::Error> {
         if self.config.sample_rows == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&format!("{sql} LIMIT {}", self.config.sample_rows))
-            .fetch_all(&mut *conn)
-            .await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map(|json| format_row(&json)))
+        // The row as JSON, and its columns again for their types (bytea is shown as a length).
+        let found = sqlx::query(&format!(
+            "SELECT row_to_json(s)::text, s.* FROM ({rows}) s LIMIT {}",
+            self.config.sample_rows
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        let shown = Shown {
+            about,
+            redact: &self.config.redact_columns,
+            show: &self.config.show_columns,
+        };
+        found
+            .iter()
+            .map(|r| {
+                let types: Vec<String> = r
+                    .columns()
+                    .iter()
+                    .skip(1)
+                    .map(|c| c.type_info().name().to_string())
+                    .collect();
+                r.try_get::<String, _>(0)
+                    .map(|json| format_row(&json, &types, &shown))
+            })
             .collect()
     }
 
@@ -394,7 +815,8 @@ impl IntegrityCheck {
                     let samples = self
                         .samples(
                             conn,
-                            &format!("SELECT row_to_json(c)::text FROM {scanned} c WHERE {cond}"),
+                            &format!("SELECT c.* FROM {scanned} c WHERE {cond}"),
+                            &from.columns,
                         )
                         .await?;
                     Some(format!(
@@ -409,6 +831,7 @@ impl IntegrityCheck {
                     examined,
                     offending,
                     problem,
+                    ..Seen::default()
                 })
             }
             Detector::Duplicates(key) => {
@@ -437,7 +860,8 @@ impl IntegrityCheck {
                     let samples = self
                         .samples(
                             conn,
-                            &format!("SELECT row_to_json(d)::text FROM ({groups} ORDER BY count(*) DESC) d"),
+                            &format!("{groups} ORDER BY count(*) DESC"),
+                            &key.columns,
                         )
                         .await?;
                     Some(format!(
@@ -457,6 +881,7 @@ impl IntegrityCheck {
                     examined,
                     offending: keys,
                     problem,
+                    ..Seen::default()
                 })
             }
             Detector::Nulls(col) => {
@@ -472,9 +897,8 @@ impl IntegrityCheck {
                     let samples = self
                         .samples(
                             conn,
-                            &format!(
-                                "SELECT row_to_json(s)::text FROM {scanned} s WHERE s.{c} IS NULL"
-                            ),
+                            &format!("SELECT s.* FROM {scanned} s WHERE s.{c} IS NULL"),
+                            std::slice::from_ref(&col.column),
                         )
                         .await?;
                     Some(format!(
@@ -488,6 +912,7 @@ impl IntegrityCheck {
                     examined,
                     offending,
                     problem,
+                    ..Seen::default()
                 })
             }
             Detector::RowCount(bound) => {
@@ -529,6 +954,7 @@ impl IntegrityCheck {
                     examined: found,
                     offending: u64::from(problem.is_some()),
                     problem,
+                    ..Seen::default()
                 })
             }
             Detector::Invariant(inv) => self.invariant(conn, inv).await,
@@ -545,16 +971,27 @@ impl IntegrityCheck {
             Some(m) => format!("invariant {} ({m})", inv.name),
             None => format!("invariant {}", inv.name),
         };
+        // Planning only: which tables it reads, for the row-level security note.
+        let plan = sqlx::query(&format!("EXPLAIN (VERBOSE, FORMAT JSON) {sql}"))
+            .fetch_one(&mut *conn)
+            .await?;
+        let mut tables = Vec::new();
+        if let Ok(text) = plan.try_get_unchecked::<String, _>(0) {
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) {
+                plan_tables(&json, &mut tables);
+            }
+        }
         if !inv.is_value() {
             let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ({sql}) q"))
                 .fetch_one(&mut *conn)
                 .await?;
             if n == 0 {
-                return Ok(Seen::default());
+                return Ok(Seen {
+                    tables,
+                    ..Seen::default()
+                });
             }
-            let samples = self
-                .samples(conn, &format!("SELECT row_to_json(q)::text FROM ({sql}) q"))
-                .await?;
+            let samples = self.samples(conn, sql, &[]).await?;
             return Ok(Seen {
                 examined: 0,
                 offending: n as u64,
@@ -563,6 +1000,7 @@ impl IntegrityCheck {
                     if n == 1 { "" } else { "s" },
                     eg(&samples)
                 )),
+                tables,
             });
         }
         let rows = sqlx::query(&format!(
@@ -580,18 +1018,6 @@ impl IntegrityCheck {
                 Err("returned more than one row (a value invariant needs exactly one)".to_string())
             }
         };
-        let value = match value {
-            Ok(v) => v,
-            Err(why) => {
-                return Ok(Seen {
-                    examined: 0,
-                    offending: 1,
-                    problem: Some(format!("{what}: {why}")),
-                });
-            }
-        };
-        let low = inv.min.is_some_and(|lo| value < lo);
-        let high = inv.max.is_some_and(|hi| value > hi);
         let expected = match (inv.min, inv.max) {
             (Some(lo), Some(hi)) if lo == hi => format!("expected {}", num(lo)),
             (Some(lo), Some(hi)) => format!("expected between {} and {}", num(lo), num(hi)),
@@ -599,10 +1025,29 @@ impl IntegrityCheck {
             (None, Some(hi)) => format!("expected at most {}", num(hi)),
             (None, None) => String::new(),
         };
+        let value = match value {
+            Ok(v) => v,
+            Err(why) => {
+                let why = if why.starts_with("the query returned NULL") {
+                    format!("{expected}, but {why}")
+                } else {
+                    why
+                };
+                return Ok(Seen {
+                    examined: 0,
+                    offending: 1,
+                    problem: Some(format!("{what}: {why}")),
+                    tables,
+                });
+            }
+        };
+        let low = inv.min.is_some_and(|lo| value < lo);
+        let high = inv.max.is_some_and(|hi| value > hi);
         Ok(Seen {
             examined: 0,
             offending: u64::from(low || high),
             problem: (low || high).then(|| format!("{what}: {expected}, found {}", num(value))),
+            tables,
         })
     }
 }
@@ -658,21 +1103,62 @@ impl<'de> Deserialize<'de> for OrderedRow {
     }
 }
 
-/// `{"id": 3, "api_key": "<redacted>", "note": "a long te…"}`: secret columns redacted by name,
-/// nested secrets by key, long values cut.
-fn format_row(json: &str) -> String {
+/// Which columns of a sample row are shown.
+struct Shown<'a> {
+    /// The columns the finding is about: always shown.
+    about: &'a [String],
+    /// `integrity.redact_columns`: always hidden (unless the finding is about them).
+    redact: &'a [String],
+    /// `integrity.show_columns`: shown although their name looks secret.
+    show: &'a [String],
+}
+
+impl Shown<'_> {
+    fn hides(&self, column: &str) -> bool {
+        let listed = |names: &[String]| names.iter().any(|n| n.eq_ignore_ascii_case(column));
+        if self.about.iter().any(|a| a == column) || listed(self.show) {
+            return false;
+        }
+        listed(self.redact) || secret_column(column)
+    }
+}
+
+/// `"\x0102"` (bytea as `row_to_json` writes it) as `"<2 bytes>"`; arrays element-wise.
+fn bytea_length(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(hex) => {
+            let n = hex.strip_prefix("\\x").map_or(hex.len(), |h| h.len() / 2);
+            serde_json::Value::String(format!("<{n} bytes>"))
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(bytea_length).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// `{"id": 3, "api_key": "<redacted>", "note": "a long te…"}`: secret columns redacted by name
+/// (never the ones the finding is about), nested secrets by key, bytea shown as its length
+/// (`types` are the columns' Postgres types in order), long values cut.
+fn format_row(json: &str, types: &[String], shown: &Shown<'_>) -> String {
     let Ok(OrderedRow(fields)) = serde_json::from_str::<OrderedRow>(json) else {
         return redact_text(json);
     };
     let parts: Vec<String> = fields
         .into_iter()
-        .map(|(k, v)| {
-            let shown = if is_secret_key(&k) {
+        .enumerate()
+        .map(|(i, (k, v))| {
+            let is_bytea = types.get(i).is_some_and(|t| {
+                t.eq_ignore_ascii_case("bytea") || t.eq_ignore_ascii_case("bytea[]")
+            });
+            let value = if shown.hides(&k) {
                 serde_json::Value::String(REDACTED.to_string())
+            } else if is_bytea {
+                bytea_length(&v)
             } else {
                 cut(redact_value(&v))
             };
-            format!("{}: {}", serde_json::Value::String(k), shown)
+            format!("{}: {}", serde_json::Value::String(k), value)
         })
         .collect();
     format!("{{{}}}", parts.join(", "))
@@ -705,7 +1191,7 @@ fn first_value(json: &str) -> Result<f64, String> {
             .parse::<f64>()
             .map_err(|_| format!("{col} = {} is not a number", cut(v.clone()))),
         serde_json::Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
-        serde_json::Value::Null => Err(format!("{col} is NULL")),
+        serde_json::Value::Null => Err(format!("the query returned NULL (column {col})")),
         other => Err(format!("{col} = {} is not a number", cut(other.clone()))),
     }
 }
@@ -728,7 +1214,7 @@ impl Check for IntegrityCheck {
         cancellable(
             ctx,
             &format!("integrity check {}", self.id),
-            self.evaluate(),
+            self.evaluate(ctx),
         )
         .await
     }
@@ -738,15 +1224,118 @@ impl Check for IntegrityCheck {
 mod tests {
     use super::*;
 
+    const NONE: Shown<'static> = Shown {
+        about: &[],
+        redact: &[],
+        show: &[],
+    };
+
     #[test]
     fn rows_keep_order_and_lose_secrets() {
         let row = r#"{"id": 7, "api_key": "sk-live-123", "profile": {"password": "x", "n": 1}, "note": null}"#;
         assert_eq!(
-            format_row(row),
+            format_row(row, &[], &NONE),
             r#"{"id": 7, "api_key": "<redacted>", "profile": {"n":1,"password":"<redacted>"}, "note": null}"#
         );
         let long = format!(r#"{{"text": "{}"}}"#, "a".repeat(100));
-        assert!(format_row(&long).ends_with("a…\"}"));
+        assert!(format_row(&long, &[], &NONE).ends_with("a…\"}"));
+    }
+
+    #[test]
+    fn secret_columns_by_whole_name_parts() {
+        for hidden in [
+            "api_token",
+            "token",
+            "accessToken",
+            "password",
+            "password_hash",
+            "key_hash",
+            "api_key",
+            "apiKey",
+            "APIKEY",
+            "client_secret",
+            "db_credentials",
+            "private_key",
+            "passwd",
+        ] {
+            assert!(secret_column(hidden), "{hidden} should be hidden");
+        }
+        for shown in [
+            "prompt_tokens",
+            "completion_tokens",
+            "tokens",
+            "hash",
+            "hashed_at",
+            "keyword",
+            "monkey",
+            "primary_key_id",
+            "id",
+            "email",
+        ] {
+            assert!(!secret_column(shown), "{shown} should be shown");
+        }
+    }
+
+    #[test]
+    fn the_finding_column_config_and_bytea() {
+        let about = ["api_token".to_string()];
+        let redact = ["email".to_string()];
+        let show = ["Key_Hash".to_string()];
+        let shown = Shown {
+            about: &about,
+            redact: &redact,
+            show: &show,
+        };
+        let row = r#"{"api_token": "t-1", "email": "a@x.invalid", "key_hash": "ab12", "blob": "\\x00ff10", "n": 1}"#;
+        let types = ["TEXT", "TEXT", "TEXT", "BYTEA", "INT4"].map(String::from);
+        assert_eq!(
+            format_row(row, &types, &shown),
+            r#"{"api_token": "t-1", "email": "<redacted>", "key_hash": "ab12", "blob": "<3 bytes>", "n": 1}"#
+        );
+    }
+
+    #[test]
+    fn invariants_must_be_one_select() {
+        for ok in [
+            "SELECT 1",
+            "select id from t where a = ';' -- a comment; here",
+            "WITH x AS (SELECT 1) SELECT * FROM x;",
+            "(SELECT 1) UNION (SELECT 2)",
+            "SELECT $$a;b$$, $t$;$t$, E'\\';', \"se;mi\" FROM t /* ; */",
+            "VALUES (1)",
+            "TABLE app.users",
+        ] {
+            assert_eq!(one_select(ok), Ok(()), "{ok}");
+        }
+        let why = |sql: &str| one_select(sql).unwrap_err();
+        assert_eq!(
+            why("DELETE FROM app.users"),
+            "an invariant must be one SELECT, not DELETE"
+        );
+        assert_eq!(
+            why("TRUNCATE app.users"),
+            "an invariant must be one SELECT, not TRUNCATE"
+        );
+        assert_eq!(
+            why("DO $$ BEGIN PERFORM 1; END $$"),
+            "an invariant must be one SELECT, not DO"
+        );
+        assert_eq!(
+            why("UPDATE t SET a = 1"),
+            "an invariant must be one SELECT, not UPDATE"
+        );
+        assert_eq!(
+            why("SELECT 1; DELETE FROM t"),
+            "an invariant must be one SELECT (it holds several statements separated by `;`)"
+        );
+        assert_eq!(
+            why("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"),
+            "an invariant must be one SELECT: it holds a DELETE (a data-modifying WITH)"
+        );
+        assert_eq!(
+            why("SELECT 'open"),
+            "an invariant must be one SELECT: a string literal is not closed"
+        );
     }
 
     #[test]
@@ -755,7 +1344,7 @@ mod tests {
         assert_eq!(first_value(r#"{"sum": "12.50"}"#), Ok(12.5));
         assert_eq!(
             first_value(r#"{"max": null}"#),
-            Err("max is NULL".to_string())
+            Err("the query returned NULL (column max)".to_string())
         );
         assert!(first_value(r#"{"s": "abc"}"#).is_err());
     }

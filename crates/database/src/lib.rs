@@ -81,6 +81,7 @@ mod ident;
 mod integrity;
 mod migrations;
 mod normalize;
+mod objects;
 mod pooling;
 mod schema;
 mod scratch;
@@ -99,6 +100,9 @@ pub use config::{
     MAX_APPLICATION_NAME, MAX_SAMPLE_ROWS, PoolConfig, PoolingConfig, RecoveryConfig,
     RowCountBound, SchemaConfig, SslMode,
 };
+pub use config::{
+    DEFAULT_CLEANUP_TIMEOUT, MigrationsConfig, MigrationsMode, ScratchServer,
+};
 pub use ident::{ColumnRef, ColumnsRef, DEFAULT_SCHEMA, ParseRefError, TableRef};
 pub use integrity::IntegrityCheck;
 pub use migrations::{MIGRATIONS_TABLE, MigrationsCheck};
@@ -106,7 +110,8 @@ pub use pooling::{HeadroomCheck, PoolingCheck, RecoveryCheck};
 pub use schema::{DatabaseSchemaCheck, SchemaCheck};
 pub use scratch::SCRATCH_PREFIX;
 pub use spec::{
-    CheckSpec, ColumnSpec, ExpectedSchema, ExtensionSpec, ForeignKeySpec, Identity, IndexSpec,
+    CheckSpec, ColumnSpec, ExpectedSchema, ExtensionSpec, ForeignKeySpec, FunctionSpec, Identity,
+    IndexSpec, PolicySpec, SequenceSpec, TriggerSpec, ViewSpec, Volatility,
     NamespaceSpec, ReferentialAction, SpecFileError, TableSpec,
 };
 
@@ -176,6 +181,7 @@ impl IntegrationTester for DatabaseTester {
                                     ns.clone(),
                                     schema.exact,
                                 )
+                                .read_only(self.read_only)
                                 .with_timeout(base)
                                 .boxed(),
                             );
@@ -188,15 +194,16 @@ impl IntegrationTester for DatabaseTester {
                             .boxed(),
                     ),
                 }
-                if let Some(dir) = &schema.migrations {
+                if let Some(m) = &schema.migrations {
+                    // Dropping the scratch database has its own budget on top.
                     checks.push(
                         MigrationsCheck::build(
                             connector.clone(),
-                            dir.clone(),
+                            m.clone(),
                             schema.exact,
                             self.read_only,
                         )
-                        .with_timeout(base)
+                        .with_timeout(base + m.cleanup_timeout)
                         .boxed(),
                     );
                 }
@@ -291,7 +298,7 @@ mod tests {
                 (
                     "database.replica.migrations",
                     Category::Schema,
-                    Some(run.timeout)
+                    Some(run.timeout + DEFAULT_CLEANUP_TIMEOUT)
                 ),
             ]
         );

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use citadel_itest_core::{Check, CheckContext, CheckExt, ErrorKind, Outcome, run_one};
-use citadel_itest_database::MigrationsCheck;
+use citadel_itest_database::{MigrationsCheck, MigrationsConfig, MigrationsMode, ScratchServer};
 use common::{Db, Server, failed, run, value};
 use sqlx::Connection as _;
 
@@ -24,6 +24,16 @@ fn migrations(files: &[(&str, &str)]) -> tempfile::TempDir {
         std::fs::write(dir.path().join(name), sql).unwrap();
     }
     dir
+}
+
+/// The check with its scratch database on the test server (where the tests can see it).
+fn on_target(db: &Db, dir: &Path, exact: bool, read_only: bool) -> MigrationsCheck {
+    MigrationsCheck::with_config(
+        &db.target(),
+        MigrationsConfig::new(dir).scratch(ScratchServer::Target),
+        exact,
+        read_only,
+    )
 }
 
 async fn migrate(db: &Db, dir: &Path) {
@@ -44,7 +54,7 @@ async fn a_migrated_database_passes_and_the_scratch_database_is_dropped() {
     let db = server.database("app", "").await;
     migrate(&db, dir.path()).await;
 
-    let check = MigrationsCheck::new(&db.target(), dir.path(), false, false);
+    let check = on_target(&db, dir.path(), false, false);
     assert_eq!(check.id().as_str(), "database.db.migrations");
     let result = run(&check).await;
     result.assert_passed();
@@ -84,7 +94,7 @@ async fn a_column_added_by_hand_after_migrating_is_drift() {
     assert_eq!(server.scratch_databases().await, Vec::<String>::new());
 
     // In read-only mode no scratch database is made: only the migrations state is checked.
-    run(&MigrationsCheck::new(&db.target(), dir.path(), false, true))
+    run(&on_target(&db, dir.path(), false, true))
         .await
         .assert_passed();
 }
@@ -114,15 +124,7 @@ async fn pending_changed_failed_and_unknown_migrations_are_named() {
     )
     .unwrap();
 
-    let message = failed(
-        &run(&MigrationsCheck::new(
-            &db.target(),
-            dir.path(),
-            false,
-            false,
-        ))
-        .await,
-    );
+    let message = failed(&run(&on_target(&db, dir.path(), false, false)).await);
     let dir_name = dir.path().display().to_string();
     assert_eq!(
         message,
@@ -140,20 +142,12 @@ async fn an_unmigrated_database_and_broken_migrations_fail() {
     let server = Server::start().await;
     let dir = migrations(&[("001_init.sql", INIT)]);
     let db = server.database("empty", "").await;
-    let message = failed(
-        &run(&MigrationsCheck::new(
-            &db.target(),
-            dir.path(),
-            false,
-            false,
-        ))
-        .await,
-    );
+    let message = failed(&run(&on_target(&db, dir.path(), false, false)).await);
     assert_eq!(
         message,
         format!(
-            "_sqlx_migrations is missing: no migration of {} has been applied; \
-             drift: missing table public.users",
+            "_sqlx_migrations is missing: no migration of {} has been applied (for a database \
+             deployed without sqlx, use mode drift_only); drift: missing table public.users",
             dir.path().display()
         )
     );
@@ -162,15 +156,7 @@ async fn an_unmigrated_database_and_broken_migrations_fail() {
         ("001_init.sql", INIT),
         ("002_oops.sql", "CREATE TABLE oops ("),
     ]);
-    let message = failed(
-        &run(&MigrationsCheck::new(
-            &db.target(),
-            broken.path(),
-            false,
-            false,
-        ))
-        .await,
-    );
+    let message = failed(&run(&on_target(&db, broken.path(), false, false)).await);
     assert!(
         message.contains("; migrations do not apply to an empty database: "),
         "{message}"
@@ -186,7 +172,7 @@ async fn cancelling_the_check_drops_the_scratch_database() {
     let server = Server::start().await;
     let dir = migrations(&[("001_init.sql", INIT), ("002_slow.sql", SLOW)]);
     let db = server.database("app", "").await;
-    let check = MigrationsCheck::new(&db.target(), dir.path(), false, false);
+    let check = on_target(&db, dir.path(), false, false);
     let ctx = CheckContext::with_budget(Duration::from_secs(60));
     let cancel = ctx.cancel.clone();
     let run = tokio::spawn(async move { check.run(&ctx).await });
@@ -200,7 +186,7 @@ async fn cancelling_the_check_drops_the_scratch_database() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen.len(), 1, "the scratch database was never created");
-    assert!(seen[0].starts_with("citadel_itest_r"), "{seen:?}");
+    assert!(seen[0].starts_with("citadel_itest_1"), "{seen:?}");
     cancel.cancel();
     let outcome = run.await.unwrap().unwrap();
     assert!(
@@ -222,8 +208,7 @@ async fn a_check_that_times_out_still_drops_its_scratch_database() {
     let server = Server::start().await;
     let dir = migrations(&[("001_init.sql", INIT), ("002_slow.sql", SLOW)]);
     let db = server.database("app", "").await;
-    let check = MigrationsCheck::new(&db.target(), dir.path(), false, false)
-        .with_timeout(Duration::from_secs(2));
+    let check = on_target(&db, dir.path(), false, false).with_timeout(Duration::from_secs(2));
     let result = run_one(&check).await;
     assert!(
         matches!(
@@ -247,4 +232,196 @@ async fn a_check_that_times_out_still_drops_its_scratch_database() {
         left = server.scratch_databases().await;
     }
     assert_eq!(left, Vec::<String>::new());
+}
+
+const PAUSE: &str = "SELECT pg_sleep(2);";
+
+/// The issue's case: dropping the scratch database takes longer than its budget (here another
+/// session holds a lock on it, as a slow checkpoint would hold the drop). The drift verdict
+/// stands, the leftover is named, and the next run drops it.
+#[tokio::test]
+async fn a_slow_drop_keeps_the_verdict_names_the_leftover_and_the_next_run_drops_it() {
+    let server = Server::start().await;
+    let dir = migrations(&[("001_init.sql", INIT), ("002_pause.sql", PAUSE)]);
+    let db = server.database("app", "").await;
+    migrate(&db, dir.path()).await;
+    server
+        .psql("app", "ALTER TABLE users ADD COLUMN nickname text;")
+        .await;
+    let check = MigrationsCheck::with_config(
+        &db.target(),
+        MigrationsConfig::new(dir.path())
+            .scratch(ScratchServer::Target)
+            .cleanup_timeout(Duration::from_secs(2)),
+        false,
+        false,
+    );
+    let running = tokio::spawn(async move { run(&check).await });
+    // While the migrations run in the scratch database, take a lock its DROP DATABASE waits
+    // for (from another database, so WITH (FORCE) does not end this session).
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = server.scratch_databases().await;
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.len(), 1, "the scratch database was never created");
+    let scratch = seen[0].clone();
+    let sql = format!(
+        "BEGIN; COMMENT ON DATABASE \"{scratch}\" IS 'held by the test'; \
+         SELECT pg_sleep(6); ROLLBACK;"
+    );
+    let holder = server.pg.execute_in("postgres", &sql);
+    let (held, result) = tokio::join!(holder, running);
+    held.expect("the lock holder ran");
+    let result = result.unwrap();
+
+    let message = failed(&result);
+    let (verdict, note) = message
+        .split_once("; scratch database ")
+        .unwrap_or_else(|| panic!("the leftover is not named: {message}"));
+    assert_eq!(
+        verdict,
+        "drift: unexpected column public.users.nickname (text NULL)"
+    );
+    assert!(
+        note.starts_with(&format!("{scratch} was left behind: "))
+            && note.ends_with("; the next run drops it"),
+        "{note}"
+    );
+    assert!(note.contains("within the cleanup budget of 2s"), "{note}");
+    assert_eq!(result.details["left_behind"], serde_json::json!(scratch));
+    assert_eq!(value(&result, "scratch_databases_left_behind"), 1.0);
+    assert_eq!(value(&result, "drift_differences"), 1.0);
+    // The server gave up the drop too (lock_timeout within the budget): it is still there.
+    assert_eq!(server.scratch_databases().await, vec![scratch.clone()]);
+
+    // The next run finds it by its name (older than the run) and drops it; its own scratch
+    // database is dropped as usual; the verdict is the same.
+    let result = run(&on_target(&db, dir.path(), false, false)).await;
+    assert_eq!(
+        failed(&result),
+        "drift: unexpected column public.users.nickname (text NULL)"
+    );
+    assert_eq!(
+        result.details["leftovers_dropped"],
+        serde_json::json!([scratch])
+    );
+    assert_eq!(value(&result, "leftovers_dropped"), 1.0);
+    assert_eq!(value(&result, "scratch_databases_left_behind"), 0.0);
+    assert_eq!(server.scratch_databases().await, Vec::<String>::new());
+}
+
+/// The sweep drops only what matches the scratch pattern exactly and is older than the run:
+/// a database merely starting with the prefix, and a scratch-named one somebody is connected to,
+/// are kept.
+#[tokio::test]
+async fn the_sweep_keeps_databases_it_did_not_create_or_that_are_in_use() {
+    let server = Server::start().await;
+    let dir = migrations(&[("001_init.sql", INIT)]);
+    let db = server.database("app", "").await;
+    migrate(&db, dir.path()).await;
+    let stale = "citadel_itest_1000000000000_abcd_app";
+    let busy = "citadel_itest_1000000000001_wxyz_app";
+    for name in [
+        stale,
+        busy,
+        "citadel_itest_mine",
+        "citadel_itest_r1a2b3c4_app",
+    ] {
+        server.pg.create_database(name).await.unwrap();
+    }
+    let mut conn = sqlx::PgConnection::connect(&server.pg.dsn_for(busy))
+        .await
+        .unwrap();
+    let result = run(&on_target(&db, dir.path(), false, false)).await;
+    result.assert_passed();
+    assert_eq!(
+        result.details["leftovers_dropped"],
+        serde_json::json!([stale])
+    );
+    let kept = result.details["leftovers_kept"].to_string();
+    assert!(kept.contains(busy) && kept.contains("in use"), "{kept}");
+    assert_eq!(
+        server.scratch_databases().await,
+        vec![
+            busy.to_string(),
+            "citadel_itest_mine".into(),
+            "citadel_itest_r1a2b3c4_app".into()
+        ]
+    );
+    conn.close().await.unwrap();
+}
+
+/// A database deployed without sqlx has no `_sqlx_migrations`: mode drift_only compares its
+/// schema with what the migrations produce and nothing else.
+#[tokio::test]
+async fn drift_only_needs_no_sqlx_migrations_table() {
+    let server = Server::start().await;
+    let dir = migrations(&[("001_init.sql", INIT), ("002_posts.sql", POSTS)]);
+    let db = server
+        .database("deployed", &format!("{INIT}\n{POSTS}"))
+        .await;
+    let drift_only = |scratch| {
+        MigrationsCheck::with_config(
+            &db.target(),
+            MigrationsConfig::new(dir.path())
+                .mode(MigrationsMode::DriftOnly)
+                .scratch(scratch),
+            true,
+            false,
+        )
+    };
+    let result = run(&drift_only(ScratchServer::Target)).await;
+    result.assert_passed();
+    assert_eq!(value(&result, "drift_differences"), 0.0);
+    assert!(result.measurement("migrations_applied").is_none());
+    // Mode full says what is missing, and how to check such a database.
+    let message = failed(&run(&on_target(&db, dir.path(), true, false)).await);
+    assert!(message.contains("use mode drift_only"), "{message}");
+
+    server
+        .psql("deployed", "ALTER TABLE posts ADD COLUMN draft boolean;")
+        .await;
+    let result = run(&drift_only(ScratchServer::Auto)).await;
+    assert_eq!(
+        failed(&result),
+        "drift: unexpected column public.posts.draft (boolean NULL)"
+    );
+    assert_eq!(server.scratch_databases().await, Vec::<String>::new());
+
+    // In read-only mode there is nothing drift_only could check.
+    let check = MigrationsCheck::with_config(
+        &db.target(),
+        MigrationsConfig::new(dir.path()).mode(MigrationsMode::DriftOnly),
+        false,
+        true,
+    );
+    assert_eq!(
+        run(&check).await.outcome.status(),
+        citadel_itest_core::Status::Skipped
+    );
+}
+
+/// Exact mode on a database sqlx manages: `_sqlx_migrations` (and the `public` schema holding
+/// only it) is the tool's bookkeeping, not drift.
+#[tokio::test]
+async fn exact_mode_on_a_sqlx_managed_database_passes() {
+    let server = Server::start().await;
+    let in_schema = "CREATE SCHEMA app;\nCREATE TABLE app.users (id bigserial PRIMARY KEY, email text NOT NULL);";
+    let dir = migrations(&[("001_init.sql", in_schema)]);
+    let db = server.database("managed", "").await;
+    migrate(&db, dir.path()).await;
+    let result = run(&on_target(&db, dir.path(), true, false)).await;
+    result.assert_passed();
+    assert_eq!(value(&result, "drift_differences"), 0.0);
+
+    // A schema nobody declared is still drift in exact mode.
+    server.psql("managed", "CREATE SCHEMA scratchpad;").await;
+    assert_eq!(
+        failed(&run(&on_target(&db, dir.path(), true, false)).await),
+        "drift: unexpected schema scratchpad (0 tables)"
+    );
 }
