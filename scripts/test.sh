@@ -26,4 +26,5 @@ done
 for features in models qdrant; do
   cargo check --quiet -p citadel-itest-testkit --lib --no-default-features --features "$features"
 done
+cargo check --quiet -p citadel-itest-database --lib --features local-scratch
 echo "feature sets: each compiles on its own"
