@@ -49,6 +49,9 @@ pub struct PostgresCheck {
     target: Arc<PostgresTarget>,
 }
 
+/// The most a cancelled check spends closing its session.
+const CANCEL_CLEANUP: Duration = Duration::from_millis(500);
+
 impl PostgresCheck {
     /// The `aspect` check of `target`.
     pub fn new(target: &PostgresTarget, aspect: Aspect, settings: &Settings) -> Self {
@@ -196,6 +199,14 @@ impl PostgresCheck {
     /// Close politely (Terminate), bounded; a failure only means the socket is dropped.
     async fn close(&self, conn: PgConnection) {
         let _ = tokio::time::timeout(self.target.request_timeout, conn.close()).await;
+    }
+
+    /// After a cancellation: flush what sqlx queued (a ROLLBACK) and a Terminate without
+    /// waiting for any answer, within [`CANCEL_CLEANUP`] (or the grace, if shorter); true when
+    /// that went out. Either way the socket is closed.
+    async fn close_on_cancel(&self, conn: PgConnection) -> bool {
+        let bound = self.common.settings.cancel_grace.min(CANCEL_CLEANUP);
+        matches!(tokio::time::timeout(bound, conn.close()).await, Ok(Ok(())))
     }
 
     async fn configuration(&self, ctx: &CheckContext) -> Result<Outcome, Outcome> {
@@ -393,10 +404,32 @@ impl PostgresCheck {
         let ep = self.endpoint()?;
         let password = self.password(&ep)?;
         let opts = self.options(&ep, password.as_ref().map(SecretString::expose), None);
-        let mut conn = self.connect(ctx, &opts, &self.connect_step(&ep)).await?;
+        let step = self.connect_step(&ep);
+        let mut conn = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return Err(Outcome::error(
+                ErrorKind::Cancelled,
+                format!("operations on {} cancelled while connecting", self.name()),
+            )),
+            r = self.connect(ctx, &opts, &step) => r?,
+        };
         if self.common.settings.read_only {
             let started = Instant::now();
-            let result = self.read_only_selects(ctx, &mut conn).await;
+            let result = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => None,
+                r = self.read_only_selects(ctx, &mut conn) => Some(r),
+            };
+            let Some(result) = result else {
+                self.close_on_cancel(conn).await;
+                return Err(Outcome::error(
+                    ErrorKind::Cancelled,
+                    format!(
+                        "operations on {} cancelled during its read-only SELECTs",
+                        self.name()
+                    ),
+                ));
+            };
             self.close(conn).await;
             result?;
             return Ok(Outcome::skipped(format!(
@@ -420,21 +453,23 @@ impl PostgresCheck {
             }
             None => {
                 // The transaction's guard was dropped with the body: sqlx queued its ROLLBACK.
-                // Flush it and close within the grace; the server also rolls back and drops
-                // temporary tables when the session ends.
-                let _ = tokio::time::timeout(self.common.settings.cancel_grace, async {
-                    let _ = conn.ping().await;
-                    let _ = conn.close().await;
-                })
-                .await;
-                Ok(Outcome::error(
-                    ErrorKind::Cancelled,
+                // Send it with a Terminate, without waiting for answers; the server rolls back
+                // and drops temporary tables when the session ends either way.
+                let message = if self.close_on_cancel(conn).await {
                     format!(
                         "operations on {} cancelled: the transaction was rolled back and the \
                          session closed (temporary table {table} does not outlive it)",
                         self.name()
-                    ),
-                ))
+                    )
+                } else {
+                    format!(
+                        "operations on {} cancelled: the connection was dropped; the server \
+                         rolls the transaction back and drops temporary table {table} when it \
+                         notices",
+                        self.name()
+                    )
+                };
+                Ok(Outcome::error(ErrorKind::Cancelled, message))
             }
         }
     }
