@@ -44,6 +44,74 @@ pub(crate) struct Catalog {
     pub(crate) tables: BTreeMap<(String, String), Table>,
     /// Every installed extension, by name.
     pub(crate) extensions: BTreeMap<String, Extension>,
+    /// Views and materialized views, by (schema, name).
+    pub(crate) views: BTreeMap<(String, String), View>,
+    /// Functions and procedures (not of extensions), by (schema, name): every overload.
+    pub(crate) functions: BTreeMap<(String, String), Vec<Function>>,
+    /// Enum types (not of extensions), by (schema, name): labels in order.
+    pub(crate) enums: BTreeMap<(String, String), Vec<String>>,
+    /// Sequences, by (schema, name).
+    pub(crate) sequences: BTreeMap<(String, String), Sequence>,
+    /// Privileges on each schema: role -> privileges (the owner's own left out).
+    pub(crate) schema_grants: BTreeMap<String, Grants>,
+}
+
+/// Role (`public` for every role) -> privilege names in lowercase.
+pub(crate) type Grants = BTreeMap<String, BTreeSet<String>>;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct View {
+    /// Columns in order: (name, `format_type`).
+    pub(crate) columns: Vec<(String, String)>,
+    /// `pg_get_viewdef(oid, true)`.
+    pub(crate) definition: String,
+    pub(crate) materialized: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Function {
+    /// Argument types (`format_type`), in order.
+    pub(crate) arguments: Vec<String>,
+    /// `pg_get_function_result`, empty for a procedure.
+    pub(crate) returns: String,
+    pub(crate) language: String,
+    pub(crate) volatility: crate::spec::Volatility,
+    pub(crate) security_definer: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sequence {
+    pub(crate) type_name: String,
+    pub(crate) increment: i64,
+    /// `schema.table.column` of the column that owns it (serial, identity or OWNED BY).
+    pub(crate) owned_by: Option<String>,
+    /// Behind a serial or identity column.
+    pub(crate) column_default: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Trigger {
+    pub(crate) name: String,
+    /// `before`, `after` or `instead_of`.
+    pub(crate) timing: String,
+    /// Sorted: `delete`, `insert`, `truncate`, `update`.
+    pub(crate) events: Vec<String>,
+    /// `row` or `statement`.
+    pub(crate) level: String,
+    /// `schema.name` of the function.
+    pub(crate) function: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Policy {
+    pub(crate) name: String,
+    pub(crate) permissive: bool,
+    /// Sorted role names (`public`).
+    pub(crate) roles: Vec<String>,
+    /// `all`, `select`, ...
+    pub(crate) command: String,
+    pub(crate) using_expr: Option<String>,
+    pub(crate) with_check: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,6 +124,10 @@ pub(crate) struct Table {
     pub(crate) indexes: Vec<Index>,
     pub(crate) rls: bool,
     pub(crate) force_rls: bool,
+    pub(crate) triggers: Vec<Trigger>,
+    pub(crate) policies: Vec<Policy>,
+    /// Privileges on the table (the owner's own left out).
+    pub(crate) grants: Grants,
 }
 
 impl Table {
@@ -177,7 +249,7 @@ const COLUMNS_SQL: &str = "SELECT n.nspname::text, c.relname::text, a.attname::t
      JOIN pg_class c ON c.oid = a.attrelid \
      JOIN pg_namespace n ON n.oid = c.relnamespace \
      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') \
+     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm') \
        AND NOT c.relispartition AND {NS} \
      ORDER BY 1, 2, a.attnum";
 
@@ -216,11 +288,73 @@ const INDEXES_SQL: &str = "SELECT n.nspname::text, t.relname::text, i.relname::t
      WHERE t.relkind IN ('r', 'p') AND NOT t.relispartition AND {NS} \
      ORDER BY 1, 2, 3";
 
+/// Whether object `oid` of catalog `class` belongs to an extension.
+const EXT_MEMBER: &str = "EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{CLASS}'::regclass \
+     AND d.objid = {OID} AND d.deptype = 'e')";
+
+const VIEWS_SQL: &str = "SELECT n.nspname::text, c.relname::text, pg_get_viewdef(c.oid, true), c.relkind = 'm' \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind IN ('v', 'm') AND NOT {EXT_CLASS} AND {NS}";
+
+const FUNCTIONS_SQL: &str = "SELECT n.nspname::text, p.proname::text, \
+       ARRAY(SELECT format_type(a.t, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY a(t, i) ORDER BY a.i), \
+       coalesce(pg_get_function_result(p.oid), ''), l.lanname::text, p.provolatile::text, p.prosecdef \
+     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang \
+     WHERE p.prokind IN ('f', 'p') AND NOT {EXT_PROC} AND {NS} ORDER BY 1, 2, 3";
+
+const ENUMS_SQL: &str = "SELECT n.nspname::text, t.typname::text, \
+       ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) \
+     FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+     WHERE t.typtype = 'e' AND NOT {EXT_TYPE} AND {NS}";
+
+const SEQUENCES_SQL: &str = "SELECT n.nspname::text, c.relname::text, format_type(s.seqtypid, NULL), s.seqincrement, \
+       (SELECT format('%s.%s.%s', tn.nspname, tc.relname, ta.attname) FROM pg_depend d \
+          JOIN pg_class tc ON tc.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = tc.relnamespace \
+          JOIN pg_attribute ta ON ta.attrelid = d.refobjid AND ta.attnum = d.refobjsubid \
+          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass \
+            AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1), \
+       EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid \
+               AND d.deptype = 'i') \
+         OR EXISTS (SELECT 1 FROM pg_attrdef ad JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass \
+               AND d.objid = ad.oid WHERE d.refobjid = c.oid AND d.refclassid = 'pg_class'::regclass) \
+     FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE NOT {EXT_CLASS} AND {NS}";
+
+const TRIGGERS_SQL: &str = "SELECT n.nspname::text, c.relname::text, t.tgname::text, t.tgtype::int, \
+       pn.nspname::text || '.' || p.proname::text \
+     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace \
+     WHERE NOT t.tgisinternal AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND {NS} ORDER BY 1, 2, 3";
+
+const POLICIES_SQL: &str = "SELECT n.nspname::text, c.relname::text, p.polname::text, p.polpermissive, \
+       ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END \
+             FROM unnest(p.polroles) r ORDER BY 1), \
+       p.polcmd::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid) \
+     FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE {NS} ORDER BY 1, 2, 3";
+
+const TABLE_GRANTS_SQL: &str = "SELECT n.nspname::text, c.relname::text, \
+       CASE WHEN a.grantee = 0 THEN 'public' ELSE pg_get_userbyid(a.grantee)::text END, \
+       lower(a.privilege_type) \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a \
+     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND a.grantee <> c.relowner AND {NS}";
+
+const SCHEMA_GRANTS_SQL: &str = "SELECT n.nspname::text, \
+       CASE WHEN a.grantee = 0 THEN 'public' ELSE pg_get_userbyid(a.grantee)::text END, \
+       lower(a.privilege_type) \
+     FROM pg_namespace n, aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner AND {NS}";
+
 const EXTENSIONS_SQL: &str = "SELECT e.extname::text, e.extversion, n.nspname::text \
      FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace ORDER BY 1";
 
 fn sql(template: &str) -> String {
-    template.replace("{NS}", NS_FILTER)
+    let member =
+        |class: &str, oid: &str| EXT_MEMBER.replace("{CLASS}", class).replace("{OID}", oid);
+    template
+        .replace("{NS}", NS_FILTER)
+        .replace("{EXT_CLASS}", &member("pg_class", "c.oid"))
+        .replace("{EXT_PROC}", &member("pg_proc", "p.oid"))
+        .replace("{EXT_TYPE}", &member("pg_type", "t.oid"))
 }
 
 impl Catalog {
@@ -237,6 +371,7 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         let mut cat = Catalog::default();
+        let mut view_columns: Vec<((String, String), String, String)> = Vec::new();
 
         for row in sqlx::query(&sql(NAMESPACES_SQL))
             .bind(&ns)
@@ -284,6 +419,8 @@ impl Catalog {
             };
             if let Some(t) = cat.tables.get_mut(&key) {
                 t.columns.push(column);
+            } else {
+                view_columns.push((key, column.name, column.type_name));
             }
         }
 
@@ -386,6 +523,162 @@ impl Catalog {
                     backs_constraint: row.try_get(7)?,
                 });
             }
+        }
+
+        for row in sqlx::query(&sql(VIEWS_SQL))
+            .bind(&ns)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            cat.views.insert(
+                (row.try_get(0)?, row.try_get(1)?),
+                View {
+                    columns: Vec::new(),
+                    definition: row.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+                    materialized: row.try_get(3)?,
+                },
+            );
+        }
+        for (key, name, type_name) in view_columns {
+            if let Some(v) = cat.views.get_mut(&key) {
+                v.columns.push((name, type_name));
+            }
+        }
+
+        for row in sqlx::query(&sql(FUNCTIONS_SQL))
+            .bind(&ns)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let volatility: String = row.try_get(5)?;
+            cat.functions
+                .entry((row.try_get(0)?, row.try_get(1)?))
+                .or_default()
+                .push(Function {
+                    arguments: row.try_get(2)?,
+                    returns: row.try_get(3)?,
+                    language: row.try_get(4)?,
+                    volatility: match volatility.as_str() {
+                        "i" => crate::spec::Volatility::Immutable,
+                        "s" => crate::spec::Volatility::Stable,
+                        _ => crate::spec::Volatility::Volatile,
+                    },
+                    security_definer: row.try_get(6)?,
+                });
+        }
+
+        for row in sqlx::query(&sql(ENUMS_SQL))
+            .bind(&ns)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            cat.enums
+                .insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+        }
+
+        for row in sqlx::query(&sql(SEQUENCES_SQL))
+            .bind(&ns)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            cat.sequences.insert(
+                (row.try_get(0)?, row.try_get(1)?),
+                Sequence {
+                    type_name: row.try_get(2)?,
+                    increment: row.try_get(3)?,
+                    owned_by: row.try_get(4)?,
+                    column_default: row.try_get(5)?,
+                },
+            );
+        }
+
+        for row in sqlx::query(&sql(TRIGGERS_SQL))
+            .bind(&ns)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let tgtype: i32 = row.try_get(3)?;
+            let timing = if tgtype & 64 != 0 {
+                "instead_of"
+            } else if tgtype & 2 != 0 {
+                "before"
+            } else {
+                "after"
+            };
+            let mut events = Vec::new();
+            for (bit, name) in [
+                (8, "delete"),
+                (4, "insert"),
+                (32, "truncate"),
+                (16, "update"),
+            ] {
+                if tgtype & bit != 0 {
+                    events.push(name.to_string());
+                }
+            }
+            if let Some(t) = cat.tables.get_mut(&key) {
+                t.triggers.push(Trigger {
+                    name: row.try_get(2)?,
+                    timing: timing.to_string(),
+                    events,
+                    level: if tgtype & 1 != 0 { "row" } else { "statement" }.to_string(),
+                    function: row.try_get(4)?,
+                });
+            }
+        }
+
+        for row in sqlx::query(&sql(POLICIES_SQL))
+            .bind(&ns)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let cmd: String = row.try_get(5)?;
+            if let Some(t) = cat.tables.get_mut(&key) {
+                t.policies.push(Policy {
+                    name: row.try_get(2)?,
+                    permissive: row.try_get(3)?,
+                    roles: row.try_get(4)?,
+                    command: match cmd.as_str() {
+                        "r" => "select",
+                        "a" => "insert",
+                        "w" => "update",
+                        "d" => "delete",
+                        _ => "all",
+                    }
+                    .to_string(),
+                    using_expr: row.try_get(6)?,
+                    with_check: row.try_get(7)?,
+                });
+            }
+        }
+
+        for row in sqlx::query(&sql(TABLE_GRANTS_SQL))
+            .bind(&ns)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            if let Some(t) = cat.tables.get_mut(&key) {
+                t.grants
+                    .entry(row.try_get(2)?)
+                    .or_default()
+                    .insert(row.try_get(3)?);
+            }
+        }
+
+        for row in sqlx::query(&sql(SCHEMA_GRANTS_SQL))
+            .bind(&ns)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            cat.schema_grants
+                .entry(row.try_get(0)?)
+                .or_default()
+                .entry(row.try_get(1)?)
+                .or_default()
+                .insert(row.try_get(2)?);
         }
 
         for row in sqlx::query(EXTENSIONS_SQL).fetch_all(&mut *tx).await? {

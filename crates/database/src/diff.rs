@@ -25,6 +25,8 @@ pub(crate) struct Resolved {
     pub(crate) canon: Canon,
     /// Declared type name -> why it is not a type.
     pub(crate) unknown_types: BTreeMap<String, String>,
+    /// Declared view definitions as the server prints them.
+    pub(crate) views: crate::objects::ViewDefinitions,
 }
 
 /// Declared column types that must be looked up in `pg_type`: those that do not already equal
@@ -84,6 +86,20 @@ pub(crate) fn want_expressions(
                 canon.want(&ctx, ld);
             }
         }
+        for (name, p) in &t.policies {
+            let found = table.policies.iter().find(|l| &l.name == name);
+            for (declared, live_expr) in [
+                (&p.using_expr, found.and_then(|f| f.using_expr.as_ref())),
+                (&p.with_check, found.and_then(|f| f.with_check.as_ref())),
+            ] {
+                if let Some(d) = declared {
+                    canon.want(&row, d);
+                    if let Some(l) = live_expr {
+                        canon.want(&row, l);
+                    }
+                }
+            }
+        }
         let mut keys = false;
         let mut predicates = false;
         for ix in &t.indexes {
@@ -139,17 +155,17 @@ fn index_on_columns(ix: &Index, cols: &[String]) -> bool {
 }
 
 /// Per-table comparison state.
-struct Cmp<'a> {
-    t: &'a TableRef,
-    row: Context,
-    resolved: &'a Resolved,
-    declaration: Vec<String>,
+pub(crate) struct Cmp<'a> {
+    pub(crate) t: &'a TableRef,
+    pub(crate) row: Context,
+    pub(crate) resolved: &'a Resolved,
+    pub(crate) declaration: Vec<String>,
 }
 
 impl Cmp<'_> {
     /// Compares a declared expression with a found one; a declared expression the server
     /// cannot use is noted as a declaration problem (and counts as equal: no drift claimed).
-    fn same(&mut self, ctx: &Context, what: &str, declared: &str, found: &str) -> bool {
+    pub(crate) fn same(&mut self, ctx: &Context, what: &str, declared: &str, found: &str) -> bool {
         match self.resolved.canon.same(ctx, declared, found) {
             Same::Equal => true,
             Same::Different => false,
@@ -325,6 +341,15 @@ pub(crate) fn diff_namespace_with(
             }
         }
     }
+    crate::objects::diff_namespace_objects(
+        namespace,
+        spec,
+        live,
+        exact,
+        &resolved.views,
+        &mut findings.diffs,
+        &mut findings.declaration,
+    );
     findings
 }
 
@@ -504,6 +529,7 @@ fn diff_table(cmp: &mut Cmp<'_>, spec: &TableSpec, live: &Table, exact: bool) ->
             on_off(live.force_rls)
         ));
     }
+    crate::objects::diff_table_objects(cmp, spec, live, exact, &mut out);
     out
 }
 

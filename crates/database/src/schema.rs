@@ -17,6 +17,7 @@ use crate::connect::{Connector, describe};
 use crate::diff::{
     Resolved, diff_database, diff_namespace_with, types_to_resolve, want_expressions,
 };
+use crate::objects::canonical_view_definitions;
 use crate::spec::ExpectedSchema;
 
 /// The expected schema, or why it could not be loaded (reported when the check runs).
@@ -38,10 +39,18 @@ pub struct SchemaCheck {
     spec: LoadedSpec,
     namespace: String,
     exact: bool,
+    read_only: bool,
     timeout: Duration,
 }
 
 impl SchemaCheck {
+    /// Read-only mode (`run.read_only`): declared view definitions are compared as text
+    /// (whitespace aside) instead of through a temporary view in a rolled-back transaction.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     /// The check of `namespace` as declared in `expected`, on `target`.
     pub fn new(
         target: &DatabaseTarget,
@@ -70,6 +79,7 @@ impl SchemaCheck {
             spec,
             namespace,
             exact,
+            read_only: false,
         }
     }
 
@@ -111,6 +121,13 @@ impl SchemaCheck {
             )
         };
         resolved.canon.resolve(&mut conn).await.map_err(server)?;
+        resolved.views.as_text = self.read_only;
+        if !self.read_only {
+            resolved.views.canonical =
+                canonical_view_definitions(&mut conn, ns_spec, &catalog, &self.namespace)
+                    .await
+                    .map_err(server)?;
+        }
         let types = types_to_resolve(&self.namespace, ns_spec, &catalog);
         resolved.unknown_types = unknown_types(&mut conn, &types)
             .await

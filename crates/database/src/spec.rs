@@ -231,6 +231,16 @@ enum Shape {
     ForeignKey,
     Index,
     Check,
+    Views,
+    View,
+    Functions,
+    Function,
+    Sequences,
+    Sequence,
+    Triggers,
+    Trigger,
+    Policies,
+    Policy,
     List(&'static Shape),
 }
 
@@ -239,7 +249,25 @@ impl Shape {
         match self {
             Shape::Root => &["extensions", "schemas"],
             Shape::Extension => &["name", "version", "schema"],
-            Shape::Namespace => &["tables"],
+            Shape::Namespace => &[
+                "tables",
+                "views",
+                "functions",
+                "enums",
+                "sequences",
+                "grants",
+            ],
+            Shape::View => &["columns", "definition", "materialized"],
+            Shape::Function => &[
+                "arguments",
+                "returns",
+                "language",
+                "volatility",
+                "security_definer",
+            ],
+            Shape::Sequence => &["type", "increment", "owned_by"],
+            Shape::Trigger => &["timing", "events", "level", "function"],
+            Shape::Policy => &["command", "roles", "using", "with_check", "permissive"],
             Shape::Table => &[
                 "columns",
                 "primary_key",
@@ -249,6 +277,9 @@ impl Shape {
                 "checks",
                 "row_level_security",
                 "force_row_level_security",
+                "triggers",
+                "policies",
+                "grants",
             ],
             Shape::Column => &["type", "not_null", "default", "identity"],
             Shape::ForeignKey => &["columns", "references", "on_delete", "on_update"],
@@ -270,10 +301,20 @@ impl Shape {
         static FKS: Shape = Shape::List(&FK);
         static IXS: Shape = Shape::List(&IX);
         static CKS: Shape = Shape::List(&CK);
+        static VIEWS: Shape = Shape::Views;
+        static FUNCTIONS: Shape = Shape::Functions;
+        static SEQUENCES: Shape = Shape::Sequences;
+        static TRIGGERS: Shape = Shape::Triggers;
+        static POLICIES: Shape = Shape::Policies;
         match (self, key) {
             (Shape::Root, "extensions") => Some(&EXTS),
             (Shape::Root, "schemas") => Some(&NSS),
             (Shape::Namespace, "tables") => Some(&TABLES),
+            (Shape::Namespace, "views") => Some(&VIEWS),
+            (Shape::Namespace, "functions") => Some(&FUNCTIONS),
+            (Shape::Namespace, "sequences") => Some(&SEQUENCES),
+            (Shape::Table, "triggers") => Some(&TRIGGERS),
+            (Shape::Table, "policies") => Some(&POLICIES),
             (Shape::Table, "columns") => Some(&COLUMNS),
             (Shape::Table, "foreign_keys") => Some(&FKS),
             (Shape::Table, "indexes") => Some(&IXS),
@@ -287,7 +328,17 @@ impl Shape {
         static NS: Shape = Shape::Namespace;
         static TABLE: Shape = Shape::Table;
         static COLUMN: Shape = Shape::Column;
+        static VIEW: Shape = Shape::View;
+        static FUNCTION: Shape = Shape::Function;
+        static SEQUENCE: Shape = Shape::Sequence;
+        static TRIGGER: Shape = Shape::Trigger;
+        static POLICY: Shape = Shape::Policy;
         match self {
+            Shape::Views => Some(&VIEW),
+            Shape::Functions => Some(&FUNCTION),
+            Shape::Sequences => Some(&SEQUENCE),
+            Shape::Triggers => Some(&TRIGGER),
+            Shape::Policies => Some(&POLICY),
             Shape::Namespaces => Some(&NS),
             Shape::Tables => Some(&TABLE),
             Shape::Columns => Some(&COLUMN),
@@ -464,6 +515,142 @@ pub struct NamespaceSpec {
     /// Tables by name.
     #[serde(default)]
     pub tables: BTreeMap<String, TableSpec>,
+    /// Views (and materialized views) by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub views: BTreeMap<String, ViewSpec>,
+    /// Functions and procedures by name (one declaration per name; with overloads, the one
+    /// whose `arguments` match).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub functions: BTreeMap<String, FunctionSpec>,
+    /// Enum types by name: their labels, in order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub enums: BTreeMap<String, Vec<String>>,
+    /// Sequences by name (those behind serial and identity columns need not be declared).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sequences: BTreeMap<String, SequenceSpec>,
+    /// Privileges on the schema per role (`usage`, `create`); `public` is every role. The owner's
+    /// own privileges are not compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// A view: its columns and its definition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ViewSpec {
+    /// Columns by name with their types (`id: uuid`); compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<BTreeMap<String, String>>,
+    /// The SELECT, compared as the server prints it back (`pg_get_viewdef`) after creating it as
+    /// a temporary view in a rolled-back transaction; in read-only mode as text, whitespace aside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+    /// A materialized view (`true`) or a plain one (`false`); compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub materialized: Option<bool>,
+}
+
+/// A function or procedure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FunctionSpec {
+    /// Argument types in order (`[integer, text]`); compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Vec<String>>,
+    /// Return type (`trigger`, `integer`, `SETOF text`); compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returns: Option<String>,
+    /// `sql`, `plpgsql`, ...; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// `immutable`, `stable` or `volatile`; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volatility: Option<Volatility>,
+    /// `SECURITY DEFINER`; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_definer: Option<bool>,
+}
+
+/// A function's volatility.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Volatility {
+    /// `IMMUTABLE`.
+    Immutable,
+    /// `STABLE`.
+    Stable,
+    /// `VOLATILE`.
+    Volatile,
+}
+
+impl fmt::Display for Volatility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Volatility::Immutable => "IMMUTABLE",
+            Volatility::Stable => "STABLE",
+            Volatility::Volatile => "VOLATILE",
+        })
+    }
+}
+
+/// A sequence.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SequenceSpec {
+    /// `smallint`, `integer` or `bigint`; compared when given.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// Increment; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increment: Option<i64>,
+    /// The column that owns it, `schema.table.column`; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_by: Option<String>,
+}
+
+/// A trigger on a table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TriggerSpec {
+    /// `before`, `after` or `instead_of`; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<String>,
+    /// Any of `insert`, `update`, `delete`, `truncate` (order aside); compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    /// `row` or `statement`; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// The function it calls (`touch_updated_at` or `app.touch_updated_at`); compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+}
+
+/// A row-level security policy on a table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PolicySpec {
+    /// `all`, `select`, `insert`, `update` or `delete`; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Roles it applies to (`public` for every role), order aside; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// The USING expression, compared as the server canonicalises it; when given.
+    #[serde(default, rename = "using", skip_serializing_if = "Option::is_none")]
+    pub using_expr: Option<String>,
+    /// The WITH CHECK expression, compared as the server canonicalises it; when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_check: Option<String>,
+    /// Permissive (`true`, the default of CREATE POLICY) or restrictive; compared when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissive: Option<bool>,
 }
 
 impl NamespaceSpec {
@@ -508,6 +695,16 @@ pub struct TableSpec {
     /// Whether row-level security is forced on the owner too; not compared when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_row_level_security: Option<bool>,
+    /// Triggers by name (internal ones, e.g. of foreign keys, are not compared).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub triggers: BTreeMap<String, TriggerSpec>,
+    /// Row-level security policies by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, PolicySpec>,
+    /// Privileges on the table per role (`select`, `insert`, `update`, `delete`, `truncate`,
+    /// `references`, `trigger`); `public` is every role. The owner's own are not compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl TableSpec {
@@ -1070,7 +1267,7 @@ schemas:
                 "schemas.chat.tables.t.checks[0]: unknown key `expresion`, expected one of `name`, `expression`",
                 "schemas.chat.tables.t.columns.a: unknown key `nulable`, expected one of `type`, `not_null`, `default`, `identity`",
                 "schemas.chat.tables.t.indexes[0]: unknown key `uniq`, expected one of `columns`, `unique`, `method`, `name`, `predicate`",
-                "schemas.chat.tables.t: unknown key `primary_kye`, expected one of `columns`, `primary_key`, `unique`, `foreign_keys`, `indexes`, `checks`, `row_level_security`, `force_row_level_security`",
+                "schemas.chat.tables.t: unknown key `primary_kye`, expected one of `columns`, `primary_key`, `unique`, `foreign_keys`, `indexes`, `checks`, `row_level_security`, `force_row_level_security`, `triggers`, `policies`, `grants`",
             ],
             "{err}"
         );

@@ -72,7 +72,7 @@ database:
     let got = paths_and_messages(&problems);
     let db0 = "database.databases[0]";
     let expected: Vec<(String, String)> = [
-        (format!("{db0}.name"), "`Main DB` is not a valid name: use lowercase letters, digits, `_` and `-`"),
+        (format!("{db0}.name"), "`Main DB` is not a valid name: use 1 to 64 lowercase letters, digits, `_` and `-`"),
         (format!("{db0}.host"), "give either `dsn` or the connection parts, not both"),
         (format!("{db0}.statement_timeout"), "must be greater than 0s"),
         (format!("{db0}.pool.size"), "must be at least 1"),
