@@ -226,11 +226,10 @@ impl Points for Service {
             .store
             .upsert(&request.collection_name, points)
             .map_err(status)?;
-        Ok(Response::new(operation_response(
-            operation,
-            request.wait,
-            started,
-        )))
+        // Qdrant's upsert answer carries an empty `usage` (no hardware or inference figures).
+        let mut response = operation_response(operation, request.wait, started);
+        response.usage = Some(pb::Usage::default());
+        Ok(Response::new(response))
     }
 
     async fn delete(
@@ -520,7 +519,7 @@ fn collection_info(summary: CollectionSummary) -> pb::CollectionInfo {
             optimizer_config: Some(pb::OptimizersConfigDiff {
                 deleted_threshold: Some(0.2),
                 vacuum_min_vector_number: Some(1000),
-                default_segment_number: Some(2),
+                default_segment_number: Some(0),
                 indexing_threshold: Some(10_000),
                 flush_interval_sec: Some(5),
                 ..Default::default()
@@ -938,7 +937,11 @@ where
         {
             let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
             if let Err(e) = key.check(header("api-key"), header("authorization")) {
-                shared.metrics.record_grpc(&path, false);
+                shared.metrics.record_grpc(
+                    &path,
+                    tonic::Code::Unauthenticated as i32,
+                    std::time::Duration::ZERO,
+                );
                 let response = Status::unauthenticated(e.message()).into_http();
                 return Box::pin(async move { Ok(response) });
             }
@@ -946,16 +949,159 @@ where
         // The clone answered poll_ready; keep it and hand the fresh clone back (tower's rule).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let started = Instant::now();
         Box::pin(async move {
             let response = inner.call(request).await?;
             // A failed call is a trailers-only response: its grpc-status is in the headers.
-            let ok = response
+            let code = response
                 .headers()
                 .get("grpc-status")
-                .is_none_or(|status| status.as_bytes() == b"0");
-            shared.metrics.record_grpc(&path, ok);
+                .and_then(|status| status.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            shared.metrics.record_grpc(&path, code, started.elapsed());
             Ok(response)
         })
+    }
+}
+
+/// `grpc.health.v1.Health`, the standard gRPC health service Qdrant serves (through
+/// tonic-health) without a key: `Check` answers `SERVING` for the whole server (`""`) and for
+/// `qdrant.Qdrant`, `NOT_FOUND` for other service names. Written by hand (the request and
+/// answer are one field each) so the fixture needs no protobuf code of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Health;
+
+/// The path of `Check`.
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const SERVING: u8 = 1;
+
+impl tonic::server::NamedService for Health {
+    const NAME: &'static str = "grpc.health.v1.Health";
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Health {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move { Ok(health_answer(request).await) })
+    }
+}
+
+async fn health_answer(
+    request: http::Request<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    if request.uri().path() != HEALTH_CHECK {
+        return unsupported_rpc(request.uri().path()).into_http();
+    }
+    let body = match axum::body::to_bytes(axum::body::Body::new(request.into_body()), 64 * 1024)
+        .await
+    {
+        Ok(body) => body,
+        Err(_) => return Status::invalid_argument("unreadable health check request").into_http(),
+    };
+    let service = match health_service_name(&body) {
+        Some(service) => service,
+        None => return Status::internal("failed to decode the health check request").into_http(),
+    };
+    if !(service.is_empty() || service == "qdrant.Qdrant") {
+        return Status::not_found("service not registered").into_http();
+    }
+    // One message (not compressed, 2 bytes long): field 1, varint SERVING.
+    let frame = tonic::codegen::Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, SERVING]);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let mut response = http::Response::new(tonic::body::Body::new(OneMessage {
+        data: Some(frame),
+        trailers: Some(trailers),
+    }));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+/// The `service` field of a framed `HealthCheckRequest`; `None` when the frame is malformed or
+/// compressed. Unknown fields are skipped, as protobuf requires.
+fn health_service_name(frame: &[u8]) -> Option<String> {
+    let (&[flag, a, b, c, d], message) = frame.split_first_chunk::<5>()?;
+    let length = usize::try_from(u32::from_be_bytes([a, b, c, d])).ok()?;
+    if flag != 0 || message.len() != length {
+        return None;
+    }
+    let mut rest = message;
+    let mut service = String::new();
+    while !rest.is_empty() {
+        let key = varint(&mut rest)?;
+        match key & 7 {
+            0 => {
+                varint(&mut rest)?;
+            }
+            1 => rest = rest.get(8..)?,
+            2 => {
+                let len = usize::try_from(varint(&mut rest)?).ok()?;
+                let value = rest.get(..len)?;
+                if key >> 3 == 1 {
+                    service = String::from_utf8(value.to_vec()).ok()?;
+                }
+                rest = &rest[len..];
+            }
+            5 => rest = rest.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some(service)
+}
+
+/// Reads one protobuf varint off the front of `bytes`.
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// A response body of one data frame and then the trailers.
+struct OneMessage {
+    data: Option<tonic::codegen::Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl hyper::body::Body for OneMessage {
+    type Data = tonic::codegen::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.data.take() {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+        }
+        Poll::Ready(
+            this.trailers
+                .take()
+                .map(|t| Ok(hyper::body::Frame::trailers(t))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
     }
 }
 
@@ -977,6 +1123,17 @@ mod tests {
             pb_from_json(json!(u64::MAX)).kind,
             Some(pb::value::Kind::DoubleValue(_))
         ));
+    }
+
+    #[test]
+    fn health_requests_decode() {
+        assert_eq!(health_service_name(&[0, 0, 0, 0, 0]), Some(String::new()));
+        let mut frame = vec![0, 0, 0, 0, 15, 0x0a, 13];
+        frame.extend_from_slice(b"qdrant.Qdrant");
+        assert_eq!(health_service_name(&frame), Some("qdrant.Qdrant".into()));
+        assert_eq!(health_service_name(&[1, 0, 0, 0, 0]), None);
+        assert_eq!(health_service_name(&[0, 0, 0, 0, 2, 0x0a, 5]), None);
+        assert_eq!(health_service_name(&[0, 0]), None);
     }
 
     #[test]

@@ -348,6 +348,7 @@ fn serve(
             .add_service(qdrant_client::qdrant::qdrant_server::QdrantServer::new(
                 service.clone(),
             ))
+            .add_service(grpc::Health)
             .add_service(
                 qdrant_client::qdrant::collections_server::CollectionsServer::new(service.clone())
                     .max_decoding_message_size(max_message),

@@ -29,8 +29,44 @@ const VARY: &str = "Origin, Access-Control-Request-Method, Access-Control-Reques
 /// How many points a query or scroll returns when the request says nothing.
 const DEFAULT_LIMIT: usize = 10;
 
-/// Every route, behind the API-key gate and the response counters.
+/// Every route, behind the API-key gate and the response counters, with paths normalised
+/// first (trailing slashes trimmed, repeated slashes merged) as Qdrant's `NormalizePath` does.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    // A layer on a router runs after its routing; an outer router that routes nothing hands the
+    // rewritten request to the inner one.
+    Router::new()
+        .fallback_service(routes(shared))
+        .layer(middleware::from_fn(normalise_path))
+}
+
+/// Trims trailing slashes and merges repeated ones (`/collections/` is `/collections`).
+async fn normalise_path(mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let mut clean = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        clean.push('/');
+        clean.push_str(segment);
+    }
+    if clean.is_empty() {
+        clean.push('/');
+    }
+    if clean != path {
+        let rebuilt = match request.uri().query() {
+            Some(query) => format!("{clean}?{query}"),
+            None => clean,
+        };
+        if let Ok(uri) = rebuilt.parse::<Uri>() {
+            let mut parts = request.uri().clone().into_parts();
+            parts.path_and_query = uri.path_and_query().cloned();
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    next.run(request).await
+}
+
+fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/healthz", get(healthz))
@@ -39,22 +75,40 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/collections", get(list_collections))
         .route(
-            "/collections/{name}",
+            "/collections/{collection_name}",
             get(get_collection)
                 .put(create_collection)
                 .delete(delete_collection),
         )
-        .route("/collections/{name}/exists", get(collection_exists))
         .route(
-            "/collections/{name}/points",
+            "/collections/{collection_name}/exists",
+            get(collection_exists),
+        )
+        .route(
+            "/collections/{collection_name}/points",
             put(upsert_points).post(get_points),
         )
-        .route("/collections/{name}/points/{id}", get(get_point))
-        .route("/collections/{name}/points/count", post(count_points))
-        .route("/collections/{name}/points/search", post(search_points))
-        .route("/collections/{name}/points/query", post(query_points))
-        .route("/collections/{name}/points/scroll", post(scroll_points))
-        .route("/collections/{name}/points/delete", post(delete_points))
+        .route("/collections/{collection_name}/points/{id}", get(get_point))
+        .route(
+            "/collections/{collection_name}/points/count",
+            post(count_points),
+        )
+        .route(
+            "/collections/{collection_name}/points/search",
+            post(search_points),
+        )
+        .route(
+            "/collections/{collection_name}/points/query",
+            post(query_points),
+        )
+        .route(
+            "/collections/{collection_name}/points/scroll",
+            post(scroll_points),
+        )
+        .route(
+            "/collections/{collection_name}/points/delete",
+            post(delete_points),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
@@ -70,26 +124,32 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unknown".to_owned(), |p| p.as_str().to_owned());
-    if let Some(key) = shared
+    let started = Instant::now();
+    let mut response = match shared
         .api_key
         .as_ref()
         .filter(|_| !rest_path_is_open(request.uri().path()))
-    {
-        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-        if let Err(e) = key.check(header("api-key"), header("authorization")) {
-            shared.metrics.record_rest(&method, &endpoint, 401);
+        .map(|key| {
+            let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+            key.check(header("api-key"), header("authorization"))
+        }) {
+        Some(Err(e)) => {
             let mut response = Response::new(axum::body::Body::from(e.message()));
             *response.status_mut() = StatusCode::UNAUTHORIZED;
-            return response;
+            response
         }
-    }
-    let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .insert(header::VARY, HeaderValue::from_static(VARY));
-    shared
-        .metrics
-        .record_rest(&method, &endpoint, response.status().as_u16());
+        _ => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static(VARY));
+    // axum names the allowed methods of a route answered with the wrong one; Qdrant does not.
+    headers.remove(header::ALLOW);
+    shared.metrics.record_rest(
+        &method,
+        &endpoint,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
@@ -161,11 +221,11 @@ impl RestError {
         }
     }
 
-    /// A body that cannot be read as JSON at all: wrong content type, too large.
+    /// A body that cannot be read: too large, or the connection failed (actix's own text).
     fn payload(detail: impl std::fmt::Display) -> Self {
         Self {
             code: StatusCode::BAD_REQUEST,
-            message: format!("Payload error: {detail}"),
+            message: detail.to_string(),
             time: 0.0,
         }
     }
@@ -192,8 +252,8 @@ impl IntoResponse for RestError {
     }
 }
 
-/// A JSON body read the way Qdrant's actix extractor reads it: a JSON (or absent) content
-/// type, at most `max_request_size` bytes, then serde.
+/// A JSON body read the way Qdrant's actix extractor reads it: whatever the content type (Qdrant
+/// does not check it), at most `max_request_size` bytes, then serde.
 struct Body<T>(T);
 
 impl<T: DeserializeOwned> FromRequest<Arc<Shared>> for Body<T> {
@@ -201,11 +261,6 @@ impl<T: DeserializeOwned> FromRequest<Arc<Shared>> for Body<T> {
 
     async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Self, RestError> {
         let limit = shared.max_request_size;
-        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
-            if !is_json(content_type) {
-                return Err(RestError::payload("Content type error"));
-            }
-        }
         if let Some(length) = content_length(request.headers()) {
             if length > limit {
                 return Err(RestError::payload(format!(
@@ -226,22 +281,6 @@ impl<T: DeserializeOwned> FromRequest<Arc<Shared>> for Body<T> {
             .map(Body)
             .map_err(RestError::format)
     }
-}
-
-/// `application/json`, or any `.../json` or `...+json` type (what actix accepts).
-fn is_json(content_type: &HeaderValue) -> bool {
-    let Ok(text) = content_type.to_str() else {
-        return false;
-    };
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence
-        .split_once('/')
-        .is_some_and(|(_, subtype)| subtype == "json" || subtype.ends_with("+json"))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<usize> {
@@ -340,7 +379,7 @@ const COLLECTION_INFO: &str = concat!(
     r#""write_consistency_factor":1,"on_disk_payload":true},"hnsw_config":{"m":16,"#,
     r#""ef_construct":100,"full_scan_threshold":10000,"max_indexing_threads":0,"#,
     r#""on_disk":false},"optimizer_config":{"deleted_threshold":0.2,"#,
-    r#""vacuum_min_vector_number":1000,"default_segment_number":2,"max_segment_size":null,"#,
+    r#""vacuum_min_vector_number":1000,"default_segment_number":0,"max_segment_size":null,"#,
     r#""memmap_threshold":null,"indexing_threshold":10000,"flush_interval_sec":5,"#,
     r#""max_optimization_threads":null,"prevent_unoptimized":null},"wal_config":"#,
     r#"{"wal_capacity_mb":32,"wal_segments_ahead":0,"wal_retain_closed":1},"#,
@@ -857,7 +896,7 @@ async fn scroll_points(
     }
     if body.limit == Some(0) {
         return Err(RestError::validation(
-            "limit: value 0 invalid, must be 1 or larger",
+            "scroll_request.limit: value 0 invalid, must be 1 or larger",
         ));
     }
     let filter = optional_filter(body.filter)?;
@@ -940,6 +979,11 @@ async fn search_points(
 ) -> Result<Response, RestError> {
     let started = Instant::now();
     let fail = |e| RestError::store(e, started);
+    if body.limit == 0 {
+        return Err(RestError::validation(
+            "search_request.limit: value 0 invalid, must be 1 or larger",
+        ));
+    }
     let search = Search {
         vector: search_vector(body.vector).map_err(fail)?,
         filter: optional_filter(body.filter)?,
@@ -1005,7 +1049,7 @@ async fn query_points(
     let fail = |e| RestError::store(e, started);
     if body.limit == Some(0) {
         return Err(RestError::validation(
-            "limit: value 0 invalid, must be 1 or larger",
+            "internal.limit: value 0 invalid, must be 1 or larger",
         ));
     }
     if body.prefetch.is_some_and(|p| !p.is_null()) {
@@ -1296,19 +1340,6 @@ mod tests {
     }
 
     #[test]
-    fn content_types() {
-        for (ct, want) in [
-            ("application/json", true),
-            ("application/json; charset=utf-8", true),
-            ("application/vnd.api+json", true),
-            ("text/plain", false),
-            ("application/x-www-form-urlencoded", false),
-        ] {
-            assert_eq!(is_json(&HeaderValue::from_static(ct)), want, "{ct}");
-        }
-    }
-
-    #[test]
     fn collection_info_is_the_recorded_shape() {
         let text = collection_info_json(CollectionSummary {
             params: VectorParams {
@@ -1317,7 +1348,7 @@ mod tests {
             },
             points_count: 0,
         });
-        let recorded = r#"{"status":"green","optimizer_status":"ok","indexed_vectors_count":0,"points_count":0,"segments_count":2,"config":{"params":{"vectors":{"size":4,"distance":"Cosine"},"shard_number":1,"replication_factor":1,"write_consistency_factor":1,"on_disk_payload":true},"hnsw_config":{"m":16,"ef_construct":100,"full_scan_threshold":10000,"max_indexing_threads":0,"on_disk":false},"optimizer_config":{"deleted_threshold":0.2,"vacuum_min_vector_number":1000,"default_segment_number":2,"max_segment_size":null,"memmap_threshold":null,"indexing_threshold":10000,"flush_interval_sec":5,"max_optimization_threads":null,"prevent_unoptimized":null},"wal_config":{"wal_capacity_mb":32,"wal_segments_ahead":0,"wal_retain_closed":1},"quantization_config":null},"payload_schema":{},"update_queue":{"length":0}}"#;
+        let recorded = r#"{"status":"green","optimizer_status":"ok","indexed_vectors_count":0,"points_count":0,"segments_count":2,"config":{"params":{"vectors":{"size":4,"distance":"Cosine"},"shard_number":1,"replication_factor":1,"write_consistency_factor":1,"on_disk_payload":true},"hnsw_config":{"m":16,"ef_construct":100,"full_scan_threshold":10000,"max_indexing_threads":0,"on_disk":false},"optimizer_config":{"deleted_threshold":0.2,"vacuum_min_vector_number":1000,"default_segment_number":0,"max_segment_size":null,"memmap_threshold":null,"indexing_threshold":10000,"flush_interval_sec":5,"max_optimization_threads":null,"prevent_unoptimized":null},"wal_config":{"wal_capacity_mb":32,"wal_segments_ahead":0,"wal_retain_closed":1},"quantization_config":null},"payload_schema":{},"update_queue":{"length":0}}"#;
         assert_eq!(text, recorded);
     }
 }

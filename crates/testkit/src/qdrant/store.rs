@@ -40,25 +40,28 @@ impl Distance {
     }
 
     /// What Qdrant does to a vector before storing or searching with it: Cosine vectors are
-    /// normalised to unit length (unless they are (almost) zero), the others are kept.
-    fn preprocess(self, mut vector: Vec<f32>) -> Vec<f32> {
-        if self == Self::Cosine {
-            let length = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if length > f32::EPSILON {
-                vector.iter_mut().for_each(|x| *x /= length);
-            }
+    /// normalised to unit length, unless their squared length is (almost) zero or already
+    /// within 1e-6 of one (Qdrant's `is_length_zero_or_normalized`); the others are kept.
+    fn preprocess(self, vector: Vec<f32>) -> Vec<f32> {
+        if self != Self::Cosine {
+            return vector;
         }
-        vector
+        let length = simd_sum(Term::Square, &vector, &vector);
+        if length < f32::EPSILON || (length - 1.0).abs() <= 1.0e-6 {
+            return vector;
+        }
+        let length = length.sqrt();
+        vector.into_iter().map(|x| x / length).collect()
     }
 
     /// The score Qdrant reports: the dot product for Cosine (on normalised vectors) and Dot,
-    /// the Euclidean distance for Euclid, the L1 distance for Manhattan.
+    /// the Euclidean distance for Euclid, the L1 distance for Manhattan, each summed in the
+    /// order Qdrant's kernels sum (see [`simd_sum`]).
     fn score(self, a: &[f32], b: &[f32]) -> f32 {
-        let pairs = a.iter().zip(b);
         match self {
-            Self::Cosine | Self::Dot => pairs.map(|(x, y)| x * y).sum(),
-            Self::Euclid => pairs.map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt(),
-            Self::Manhattan => pairs.map(|(x, y)| (x - y).abs()).sum(),
+            Self::Cosine | Self::Dot => simd_sum(Term::Product, a, b),
+            Self::Euclid => simd_sum(Term::SquaredDifference, a, b).sqrt(),
+            Self::Manhattan => simd_sum(Term::AbsoluteDifference, a, b),
         }
     }
 
@@ -79,6 +82,96 @@ impl Distance {
         } else {
             order
         }
+    }
+}
+
+/// What one pair of coordinates adds to a sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Term {
+    /// `x * y` (dot product).
+    Product,
+    /// `x * x` (squared length; `y` is ignored).
+    Square,
+    /// `(x - y)^2` (Euclid).
+    SquaredDifference,
+    /// `|x - y|` (Manhattan).
+    AbsoluteDifference,
+}
+
+impl Term {
+    /// `acc + term(x, y)`, fused into one rounding when `fma` (as `_mm256_fmadd_ps` does).
+    fn add(self, acc: f32, x: f32, y: f32, fma: bool) -> f32 {
+        let (a, b) = match self {
+            Self::Product => (x, y),
+            Self::Square => (x, x),
+            Self::SquaredDifference => (x - y, x - y),
+            Self::AbsoluteDifference => return (x - y).abs() + acc,
+        };
+        if fma { a.mul_add(b, acc) } else { a * b + acc }
+    }
+
+    /// The term alone, as Qdrant's sequential loops compute it.
+    fn value(self, x: f32, y: f32) -> f32 {
+        match self {
+            Self::Product => x * y,
+            Self::Square => x * x,
+            Self::SquaredDifference => (x - y) * (x - y),
+            Self::AbsoluteDifference => (x - y).abs(),
+        }
+    }
+}
+
+/// The dimension from which Qdrant uses its SSE kernels, and its AVX+FMA ones.
+const SSE_MIN_DIM: usize = 16;
+const AVX_MIN_DIM: usize = 32;
+
+/// A sum over coordinate pairs in exactly the order, and with the roundings, of Qdrant's
+/// kernels on an x86_64 CPU with AVX and FMA, so that scores match bit for bit: below 16
+/// dimensions a plain sequential sum; from 16 the SSE kernel (4 accumulators of 4 lanes over
+/// blocks of 16, each reduced as `(l0 + l2) + (l1 + l3)`, then added in order, then the rest
+/// sequentially); from 32 the AVX kernel (4 accumulators of 8 lanes over blocks of 32 with
+/// fused multiply-adds, added as `(a + b) + (c + d)` lane-wise, then the halves, then pairwise).
+fn simd_sum(term: Term, a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let tail = |from: usize, mut acc: f32| {
+        for i in from..n {
+            acc += term.value(a[i], b[i]);
+        }
+        acc
+    };
+    if n >= AVX_MIN_DIM {
+        let m = n - n % 32;
+        // Four accumulators of 8 lanes; accumulator k, lane j sums block offsets 8k + j.
+        let mut acc = [[0.0f32; 8]; 4];
+        for block in (0..m).step_by(32) {
+            for (k, lanes) in acc.iter_mut().enumerate() {
+                for (j, lane) in lanes.iter_mut().enumerate() {
+                    let i = block + 8 * k + j;
+                    *lane = term.add(*lane, a[i], b[i], term != Term::AbsoluteDifference);
+                }
+            }
+        }
+        let total: [f32; 8] =
+            std::array::from_fn(|j| (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]));
+        let lr: [f32; 4] = std::array::from_fn(|j| total[j + 4] + total[j]);
+        tail(m, (lr[0] + lr[1]) + (lr[2] + lr[3]))
+    } else if n >= SSE_MIN_DIM {
+        let m = n - n % 16;
+        let mut acc = [[0.0f32; 4]; 4];
+        for block in (0..m).step_by(16) {
+            for (k, lanes) in acc.iter_mut().enumerate() {
+                for (j, lane) in lanes.iter_mut().enumerate() {
+                    let i = block + 4 * k + j;
+                    *lane = term.add(*lane, a[i], b[i], false);
+                }
+            }
+        }
+        let h = |x: [f32; 4]| (x[0] + x[2]) + (x[1] + x[3]);
+        tail(m, ((h(acc[0]) + h(acc[1])) + h(acc[2])) + h(acc[3]))
+    } else {
+        // Rust's `Iterator::sum` of f32 starts from -0.0, which leaves the first term as it is.
+        (0..n).map(|i| term.value(a[i], b[i])).sum()
     }
 }
 
@@ -247,7 +340,7 @@ impl StoreError {
             Self::VectorName(name) => {
                 format!("Wrong input: Not existing vector name error: {name}")
             }
-            Self::PointNotFound(id) => format!("Not found: No point with id {id} found"),
+            Self::PointNotFound(id) => format!("Not found: Point with id {id} does not exists!"),
             Self::BadInput(what) => format!("Wrong input: {what}"),
             Self::Validation(what) => format!("Validation error: {what}"),
             Self::Unsupported(what) => {
@@ -262,6 +355,8 @@ struct Collection {
     points: BTreeMap<PointId, Point>,
     /// The id of the last update operation (the first one gets 1, as recorded from Qdrant).
     last_operation: u64,
+    /// Bytes of vector data written (4 per coordinate), Qdrant's `vector_io_write`.
+    vector_bytes_written: u64,
 }
 
 impl Collection {
@@ -345,6 +440,7 @@ impl Store {
                 params,
                 points: BTreeMap::new(),
                 last_operation: 0,
+                vector_bytes_written: 0,
             },
         );
         Ok(())
@@ -382,6 +478,14 @@ impl Store {
         (collections.len(), vectors)
     }
 
+    /// Each collection's name and the bytes of vector data written to it, by name.
+    pub(crate) fn vector_bytes_written(&self) -> Vec<(String, u64)> {
+        self.read()
+            .iter()
+            .map(|(name, c)| (name.clone(), c.vector_bytes_written))
+            .collect()
+    }
+
     /// Inserts or replaces points, all or none; returns the operation id.
     pub(crate) fn upsert(&self, name: &str, points: Vec<NewPoint>) -> Result<u64, StoreError> {
         self.with_mut(name, |c| {
@@ -390,6 +494,10 @@ impl Store {
             }
             let version = c.next_operation();
             let distance = c.params.distance;
+            let written = points.len().saturating_mul(c.params.size).saturating_mul(4);
+            c.vector_bytes_written = c
+                .vector_bytes_written
+                .saturating_add(u64::try_from(written).unwrap_or(u64::MAX));
             for point in points {
                 let stored = Point {
                     id: point.id.clone(),
@@ -653,5 +761,50 @@ mod tests {
         let (page, next) = store.scroll("s", None, next.as_ref(), 10).unwrap();
         assert_eq!(page.len(), 3);
         assert_eq!(next, None);
+    }
+
+    #[test]
+    fn unit_length_vectors_are_stored_as_given() {
+        // Qdrant leaves a vector whose squared length is within 1e-6 of 1 as it is, so a
+        // normalised vector scored against itself gives its own f32 dot product (0.99999994
+        // for this one), not the 1.0000001 a second normalisation would give.
+        let raw = [0.3f32, -0.5, 0.7, 0.1, 0.2, -0.3, 0.05, 0.15];
+        let length = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let unit: Vec<f32> = raw.iter().map(|x| x / length).collect();
+        assert_eq!(Distance::Cosine.preprocess(unit.clone()), unit);
+        let normalised = Distance::Cosine.preprocess(raw.to_vec());
+        assert_eq!(normalised, unit);
+        let store = Store::default();
+        store.create("u", params(8, Distance::Cosine)).unwrap();
+        store.upsert("u", vec![point(1, unit.clone())]).unwrap();
+        let hits = store.search("u", &search(unit.clone(), 1)).unwrap();
+        let own: f32 = unit.iter().map(|x| x * x).sum();
+        assert_eq!(hits[0].1.to_bits(), own.to_bits());
+        assert_eq!(Distance::Cosine.preprocess(vec![0.0; 3]), vec![0.0; 3]);
+    }
+
+    #[test]
+    fn long_vectors_sum_in_qdrant_kernel_order() {
+        let a: Vec<f32> = (0..70)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let b: Vec<f32> = (0..70)
+            .map(|i| ((i * 17 % 29) as f32 - 14.0) / 3.0)
+            .collect();
+        for n in [3, 15, 16, 20, 31, 32, 47, 64, 70] {
+            let exact: f64 = a[..n]
+                .iter()
+                .zip(&b[..n])
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum();
+            let got = simd_sum(Term::Product, &a[..n], &b[..n]);
+            assert!(
+                (f64::from(got) - exact).abs() < 1e-3,
+                "{n}: {got} vs {exact}"
+            );
+        }
+        // Below 16 dimensions: the plain sequential sum.
+        let plain: f32 = a[..15].iter().zip(&b[..15]).map(|(x, y)| x * y).sum();
+        assert_eq!(simd_sum(Term::Product, &a[..15], &b[..15]), plain);
     }
 }
