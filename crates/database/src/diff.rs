@@ -256,7 +256,11 @@ pub(crate) fn diff_database(spec: &ExpectedSchema, live: &Catalog, exact: bool) 
             if spec.schemas.contains_key(ns) {
                 continue;
             }
-            let tables = live.tables_in(ns).count();
+            // sqlx's bookkeeping table is the tool's, not the schema's.
+            let tables = live
+                .tables_in(ns)
+                .filter(|(t, _)| *t != crate::MIGRATIONS_TABLE)
+                .count();
             if ns == "public" && tables == 0 {
                 continue;
             }
@@ -333,7 +337,10 @@ pub(crate) fn diff_namespace_with(
     }
     if exact {
         for (name, _) in live.tables_in(namespace) {
-            if !spec.tables.contains_key(name) && !ignored(name) {
+            if !spec.tables.contains_key(name)
+                && !ignored(name)
+                && name != crate::MIGRATIONS_TABLE
+            {
                 findings.diffs.push(format!(
                     "unexpected table {}",
                     TableRef::new(namespace, name)

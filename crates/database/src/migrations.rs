@@ -409,12 +409,9 @@ fn only_bookkeeping(diff: &str, live: &Catalog) -> bool {
         return false;
     };
     live.namespaces.iter().any(|ns| {
+        let tables: Vec<&str> = live.tables_in(ns).map(|(t, _)| t).collect();
         rest.starts_with(&format!("{} (", crate::ident::display_ident(ns)))
-            && live
-                .tables
-                .keys()
-                .filter(|(n, _)| n == ns)
-                .all(|(_, t)| t == MIGRATIONS_TABLE)
+            && tables == [MIGRATIONS_TABLE]
     })
 }
 

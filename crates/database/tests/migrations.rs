@@ -6,8 +6,14 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use citadel_itest_core::{Check, CheckContext, CheckExt, ErrorKind, Outcome, run_one};
-use citadel_itest_database::{MigrationsCheck, MigrationsConfig, MigrationsMode, ScratchServer};
+use citadel_itest_core::config::RunSettings;
+use citadel_itest_core::{
+    Check, CheckContext, CheckExt, ErrorKind, IntegrationTester, Outcome, run_one,
+};
+use citadel_itest_database::{
+    DatabaseConfig, DatabaseTester, MigrationsCheck, MigrationsConfig, MigrationsMode,
+    SchemaConfig, ScratchServer,
+};
 use common::{Db, Server, failed, run, value};
 use sqlx::Connection as _;
 
@@ -417,6 +423,26 @@ async fn exact_mode_on_a_sqlx_managed_database_passes() {
     let result = run(&on_target(&db, dir.path(), true, false)).await;
     result.assert_passed();
     assert_eq!(value(&result, "drift_differences"), 0.0);
+
+    // The schema checks in exact mode, beside the migrations check, say the same.
+    let expected = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        expected.path(),
+        "schemas:\n  app:\n    tables:\n      users:\n        columns:\n          \
+         id: bigserial\n          email: text NOT NULL\n        primary_key: [id]\n",
+    )
+    .unwrap();
+    let mut schema = SchemaConfig::file(expected.path()).exact(true);
+    schema.migrations = Some(MigrationsConfig::new(dir.path()).scratch(ScratchServer::Target));
+    let tester = DatabaseTester::new(
+        DatabaseConfig::new().database(db.target().schema(schema)),
+        &RunSettings::default(),
+    );
+    let checks = tester.checks();
+    assert_eq!(checks.len(), 3);
+    for check in &checks {
+        run(check.as_ref()).await.assert_passed();
+    }
 
     // A schema nobody declared is still drift in exact mode.
     server.psql("managed", "CREATE SCHEMA scratchpad;").await;
