@@ -7,9 +7,21 @@ use sqlx::{PgConnection, Row};
 
 use crate::ident::{ColumnsRef, TableRef};
 use crate::spec::{
-    CheckSpec, ColumnSpec, ExpectedSchema, ExtensionSpec, ForeignKeySpec, Identity, IndexSpec,
-    NamespaceSpec, ReferentialAction, TableSpec,
+    CheckSpec, ColumnSpec, ExpectedSchema, ExtensionSpec, ForeignKeySpec, FunctionSpec, Identity,
+    IndexSpec, NamespaceSpec, PolicySpec, ReferentialAction, SequenceSpec, TableSpec, TriggerSpec,
+    ViewSpec,
 };
+
+/// Found grants as a declaration.
+fn grants_spec(found: Option<&Grants>) -> BTreeMap<String, Vec<String>> {
+    found
+        .map(|g| {
+            g.iter()
+                .map(|(role, privs)| (role.clone(), privs.iter().cloned().collect()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Which namespaces to read.
 #[derive(Debug, Clone)]
@@ -721,7 +733,45 @@ impl Catalog {
             })
             .collect();
         for ns in &self.namespaces {
-            expected.schemas.insert(ns.clone(), NamespaceSpec::new());
+            let mut spec = NamespaceSpec::new();
+            let here = |key: &(String, String)| &key.0 == ns;
+            for (key, v) in self.views.iter().filter(|(k, _)| here(k)) {
+                let view = ViewSpec {
+                    columns: Some(v.columns.iter().cloned().collect()),
+                    definition: Some(v.definition.clone()),
+                    materialized: Some(v.materialized),
+                };
+                spec.views.insert(key.1.clone(), view);
+            }
+            for (key, overloads) in self.functions.iter().filter(|(k, _)| here(k)) {
+                // One declaration per name: the first overload pins the name down.
+                if let Some(f) = overloads.first() {
+                    let func = FunctionSpec {
+                        arguments: Some(f.arguments.clone()),
+                        returns: Some(f.returns.clone()),
+                        language: Some(f.language.clone()),
+                        volatility: Some(f.volatility),
+                        security_definer: Some(f.security_definer),
+                    };
+                    spec.functions.insert(key.1.clone(), func);
+                }
+            }
+            for (key, labels) in self.enums.iter().filter(|(k, _)| here(k)) {
+                spec.enums.insert(key.1.clone(), labels.clone());
+            }
+            for (key, s) in self.sequences.iter().filter(|(k, _)| here(k)) {
+                if s.column_default {
+                    continue;
+                }
+                let seq = SequenceSpec {
+                    type_name: Some(s.type_name.clone()),
+                    increment: Some(s.increment),
+                    owned_by: s.owned_by.clone(),
+                };
+                spec.sequences.insert(key.1.clone(), seq);
+            }
+            spec.grants = Some(grants_spec(self.schema_grants.get(ns)));
+            expected.schemas.insert(ns.clone(), spec);
         }
         for ((ns, name), t) in &self.tables {
             if skip.iter().any(|s| &s.schema == ns && &s.table == name) {
@@ -770,6 +820,26 @@ impl Catalog {
                 .collect();
             spec.row_level_security = Some(t.rls);
             spec.force_row_level_security = Some(t.force_rls);
+            for tr in &t.triggers {
+                let trigger = TriggerSpec {
+                    timing: Some(tr.timing.clone()),
+                    events: Some(tr.events.clone()),
+                    level: Some(tr.level.clone()),
+                    function: Some(tr.function.clone()),
+                };
+                spec.triggers.insert(tr.name.clone(), trigger);
+            }
+            for p in &t.policies {
+                let policy = PolicySpec {
+                    command: Some(p.command.clone()),
+                    roles: Some(p.roles.clone()),
+                    using_expr: p.using_expr.clone(),
+                    with_check: p.with_check.clone(),
+                    permissive: Some(p.permissive),
+                };
+                spec.policies.insert(p.name.clone(), policy);
+            }
+            spec.grants = Some(grants_spec(Some(&t.grants)));
             expected
                 .schemas
                 .entry(ns.clone())
