@@ -394,7 +394,12 @@ impl Validate for TargetConfig {
             }
         }
         if let Some(t) = self.timeout {
-            v.positive("timeout", t);
+            v.duration_range(
+                "timeout",
+                t,
+                Duration::from_millis(1),
+                citadel_itest_core::config::MAX_TIMEOUT,
+            );
         }
         if let Some(status) = self.expect_status {
             if !(100..=599).contains(&status) {

@@ -322,3 +322,28 @@ fn no_secret_in_any_form_in_any_output() {
         }
     }
 }
+
+#[test]
+fn port_zero_huge_timeouts_and_long_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "n".repeat(10_000);
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        format!(
+            "basic:\n  targets:\n    - name: zero\n      url: http://127.0.0.1:0\n    - name: slow\n      url: tcp://127.0.0.1:9\n      timeout: 500000years\n    - name: {long}\n      url: tcp://127.0.0.1:9\nexternal_api:\n  prometheus:\n    - name: prom\n      url: http://127.0.0.1:0\n"
+        ),
+    )
+    .unwrap();
+    let r = citadel(&["validate", "--config", "bad.yaml"], dir.path(), &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for needle in [
+        "basic.targets[0].url: port 0 is not a usable port",
+        "basic.targets[1].timeout: 500000years is out of range 1ms..=1day",
+        "basic.targets[2].name: `nnnn",
+        "... (10000 bytes)` is not a valid name: use 1 to 64 lowercase",
+        "external_api.prometheus[0].url: port 0 is not a usable port",
+    ] {
+        assert!(r.stderr.contains(needle), "{needle}\n{}", r.stderr);
+    }
+    assert!(r.stderr.len() < 3000, "{} bytes", r.stderr.len());
+}
