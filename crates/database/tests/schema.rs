@@ -302,3 +302,79 @@ async fn an_unreachable_database_is_a_harness_error_without_the_password() {
     );
     assert_no_secret(&result, pg.password());
 }
+
+/// Issue 10's messages: a serial turned identity names the identity; an index with DESC and an
+/// expression prints them unquoted; a type Postgres does not have is a problem with the
+/// declaration, not drift; unknown words in a column declaration are refused up front.
+#[tokio::test]
+async fn identity_desc_keys_and_unknown_types_are_named_plainly() {
+    let server = Server::start().await;
+    let db = server
+        .database(
+            "messages",
+            "CREATE SCHEMA app;
+             CREATE TABLE app.jobs (id serial PRIMARY KEY, kind text NOT NULL, created_at timestamptz NOT NULL);
+             ALTER TABLE app.jobs ALTER COLUMN id DROP DEFAULT;
+             DROP SEQUENCE app.jobs_id_seq;
+             ALTER TABLE app.jobs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY;
+             CREATE INDEX jobs_recent_idx ON app.jobs (created_at DESC, lower(kind));",
+        )
+        .await;
+    let yaml = "schemas:
+  app:
+    tables:
+      jobs:
+        columns: { id: serial, kind: text NOT NULL, created_at: timestamptz NOT NULL }
+        primary_key: [id]
+        indexes:
+          - [created_at DESC, LOWER(kind)]
+          - [created_at, lower(kind)]
+";
+    let spec = Arc::new(ExpectedSchema::from_yaml(yaml).unwrap());
+    let message = failed(&run(&SchemaCheck::new(&db.target(), spec, "app", true)).await);
+    assert_eq!(
+        message,
+        "column app.jobs.id: expected a serial (default nextval(...)), found no default but \
+         GENERATED ALWAYS AS IDENTITY; missing index app.jobs(created_at, lower(kind))"
+    );
+
+    let yaml = "schemas: { app: { tables: { jobs: { columns: { id: integr NOT NULL, kind: text NOT NULL, created_at: timestamptz NOT NULL } } } } }";
+    let spec = Arc::new(ExpectedSchema::from_yaml(yaml).unwrap());
+    let result = run(&SchemaCheck::new(&db.target(), spec, "app", false)).await;
+    let Outcome::Error { kind, message } = &result.outcome else {
+        panic!("expected an error: {:?}", result.outcome)
+    };
+    assert_eq!(*kind, ErrorKind::Harness);
+    assert_eq!(
+        message,
+        "problem with the declaration: column app.jobs.id: type `integr` is not a type of this \
+         database (no such type)"
+    );
+
+    // Unknown words are a configuration error, listed with every other problem.
+    let spec = ExpectedSchema::from_yaml(
+        "schemas: { app: { tables: { jobs: { columns: { id: strng NOT NUL, kind: text NOTNULL } } } } }",
+    )
+    .unwrap();
+    let schema = SchemaConfig::expected(spec);
+    let mut problems = Vec::new();
+    let config = DatabaseConfig::new().database(db.target().schema(schema));
+    let figment = figment::Figment::new();
+    let mut validator = citadel_itest_core::config::Validator::new(&figment, &mut problems);
+    citadel_itest_core::config::Validate::validate(&config, &mut validator);
+    let got: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "databases[0].schema.schemas.app.tables.jobs.columns.id: `strng NOT NUL` is not a \
+             column declaration: unknown words `NOT NUL` after the type `strng` (write `TYPE \
+             [NOT NULL | NULL] [DEFAULT expr]`)",
+            "databases[0].schema.schemas.app.tables.jobs.columns.kind: `text NOTNULL` is not a \
+             column declaration: unknown words `NOTNULL` after the type `text` (write `TYPE \
+             [NOT NULL | NULL] [DEFAULT expr]`)",
+        ]
+    );
+}
