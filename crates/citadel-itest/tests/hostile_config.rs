@@ -347,3 +347,44 @@ fn port_zero_huge_timeouts_and_long_names_are_refused() {
     }
     assert!(r.stderr.len() < 3000, "{} bytes", r.stderr.len());
 }
+
+#[test]
+fn a_50_mb_config_is_refused_quickly_in_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    {
+        let mut f = std::fs::File::create(&big).unwrap();
+        f.write_all(b"run:\n  timeout: '").unwrap();
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..50 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.write_all(b"'\n").unwrap();
+    }
+    // Address space capped at 256 MiB: reading and parsing the whole file (as before, 2.9 GB)
+    // would abort; a bounded reader never gets near it.
+    for config in [big.to_str().unwrap(), "/dev/zero"] {
+        let start = Instant::now();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 262144 && exec \"$0\" validate --config \"$1\"")
+            .arg(cargo_bin("citadel-itest"))
+            .arg(config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}: {stderr}");
+        assert!(
+            stderr.contains("larger than the 1 MiB limit")
+                || stderr.contains("a character device, not a regular file"),
+            "{config}: {stderr}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{config}: {:?}",
+            start.elapsed()
+        );
+        assert!(stderr.len() < 1000, "{config}: {} bytes", stderr.len());
+    }
+}
