@@ -231,3 +231,44 @@ fn the_reference_section_is_valid() {
         Ok(())
     });
 }
+
+/// Several typos in one expected-schema file are all reported, each with its place inside the
+/// file, in plain words (no nested backticks).
+#[test]
+fn every_typo_of_a_schema_file_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("expected.yaml");
+    std::fs::write(
+        &schema,
+        "schemas:\n  chat:\n    tables:\n      t:\n        columns: { a: { type: int, nulable: true }, b: strng NOT NUL }\n        primary_kye: [a]\n        indexes: [{ columns: [a], uniq: true }]\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "database:\n  databases:\n    - name: main\n      user: u\n      schema: {{ file: {} }}\n",
+        schema.display()
+    );
+    let (tester, problems, _dir) = load(&yaml);
+    assert!(tester.is_none());
+    let got = paths_and_messages(&problems);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "database.databases[0].schema.file");
+    let parts: Vec<&str> = got[0].1.split("; ").collect();
+    assert_eq!(
+        parts,
+        [
+            format!(
+                "expected schema {}: schemas.chat.tables.t.columns.a: unknown key `nulable`, \
+                 expected one of `type`, `not_null`, `default`, `identity`",
+                schema.display()
+            )
+            .as_str(),
+            "schemas.chat.tables.t.indexes[0]: unknown key `uniq`, expected one of `columns`, \
+             `unique`, `method`, `name`, `predicate`",
+            "schemas.chat.tables.t: unknown key `primary_kye`, expected one of `columns`, \
+             `primary_key`, `unique`, `foreign_keys`, `indexes`, `checks`, `row_level_security`, \
+             `force_row_level_security`, `triggers`, `policies`, `grants`",
+        ],
+        "{got:?}"
+    );
+    assert!(!got[0].1.contains("``"), "{got:?}");
+}
