@@ -451,3 +451,70 @@ async fn exact_mode_on_a_sqlx_managed_database_passes() {
         "drift: unexpected schema scratchpad (0 tables)"
     );
 }
+
+/// `scratch: local` applies the migrations to a throwaway PostgreSQL of the target's major
+/// version on this machine: the target gets no CREATE/DROP DATABASE (no forced checkpoint),
+/// and drift is found the same way.
+#[cfg(feature = "local-scratch")]
+#[tokio::test]
+async fn a_local_scratch_server_spares_the_target() {
+    let server = Server::start().await;
+    let dir = migrations(&[("001_init.sql", INIT), ("002_posts.sql", POSTS)]);
+    let db = server.database("app", "").await;
+    migrate(&db, dir.path()).await;
+    let local = |scratch| {
+        MigrationsCheck::with_config(
+            &db.target(),
+            MigrationsConfig::new(dir.path()).scratch(scratch),
+            false,
+            false,
+        )
+    };
+    let checkpoints = || server.scalar("postgres", "SELECT checkpoints_req FROM pg_stat_bgwriter");
+    let before = checkpoints().await;
+    let result = run(&local(ScratchServer::Local)).await;
+    result.assert_passed();
+    let used = result.details["scratch_server"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let major = server
+        .scalar(
+            "postgres",
+            "SELECT current_setting('server_version_num')::int / 10000",
+        )
+        .await;
+    assert!(
+        used.starts_with(&format!("local PostgreSQL {major} at 127.0.0.1:")),
+        "{used}"
+    );
+    assert!(!result.details.contains_key("scratch_database"));
+    assert_eq!(
+        checkpoints().await,
+        before,
+        "the target was made to checkpoint"
+    );
+    eprintln!("local scratch: {:?}", result.duration);
+
+    server
+        .psql("app", "ALTER TABLE users ADD COLUMN nickname text;")
+        .await;
+    assert_eq!(
+        failed(&run(&local(ScratchServer::Auto)).await),
+        "drift: unexpected column public.users.nickname (text NULL)"
+    );
+    let before = checkpoints().await;
+    let result = run(&local(ScratchServer::Target)).await;
+    eprintln!("target scratch: {:?}", result.duration);
+    // What the local server spares: DROP DATABASE on the target forces a checkpoint there.
+    let after = checkpoints().await;
+    assert!(
+        after.parse::<i64>().unwrap() > before.parse::<i64>().unwrap(),
+        "{before} -> {after}"
+    );
+    assert_eq!(
+        result.details["scratch_server"],
+        serde_json::json!("target")
+    );
+    assert_eq!(server.scratch_databases().await, Vec::<String>::new());
+}
