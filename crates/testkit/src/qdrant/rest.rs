@@ -39,7 +39,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn(normalise_path))
 }
 
-/// Trims trailing slashes and merges repeated ones (`/collections/` is `/collections`).
+/// Trims trailing slashes and merges repeated ones (`/collections/` is `/collections`), and
+/// drops the `allow` header axum adds when a route is asked with the wrong method (outside any
+/// route layer), which Qdrant does not send.
 async fn normalise_path(mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let mut clean = String::with_capacity(path.len());
@@ -63,7 +65,9 @@ async fn normalise_path(mut request: Request, next: Next) -> Response {
             }
         }
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    response.headers_mut().remove(header::ALLOW);
+    response
 }
 
 fn routes(shared: Arc<Shared>) -> Router {
@@ -142,8 +146,6 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
     };
     let headers = response.headers_mut();
     headers.insert(header::VARY, HeaderValue::from_static(VARY));
-    // axum names the allowed methods of a route answered with the wrong one; Qdrant does not.
-    headers.remove(header::ALLOW);
     shared.metrics.record_rest(
         &method,
         &endpoint,
