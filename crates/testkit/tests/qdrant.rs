@@ -1,7 +1,7 @@
 //! The Qdrant fixture, driven as users drive Qdrant: the official `qdrant-client` crate over
-//! gRPC and plain HTTP with reqwest, checked against the answers recorded from a real
-//! Qdrant 1.18.3 (`shared/reference/qdrant-1.18.3-wire.txt`) and against a brute-force
-//! nearest-neighbour computation done here.
+//! gRPC and plain HTTP with reqwest, checked against Qdrant 1.18.3's documented and recorded
+//! behaviour and against a brute-force nearest-neighbour computation done here. The replay of
+//! the recorded exchange itself (`tests/reference/`) is `tests/qdrant_replay.rs`.
 //!
 //! Run with `cargo nextest run -p citadel-itest-testkit --features qdrant`.
 #![cfg(feature = "qdrant")]
