@@ -32,6 +32,7 @@ mod neterr;
 pub mod outcome;
 pub mod report;
 pub mod runner;
+pub mod temp;
 
 pub use check::{
     BoxError, Category, Check, CheckContext, CheckExt, CheckId, Exclusive, FnCheck,

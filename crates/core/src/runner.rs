@@ -270,34 +270,10 @@ pub struct Suite {
     b: SuiteBuilder,
 }
 
-/// A fresh run id: `r` + seconds since the epoch (base 36) + process id, lowercase, usable as an
-/// identifier prefix (`citadel_itest_<run>_...`).
+/// A fresh run id: `r` + the start in seconds since the epoch (6 base-36 digits, so ids sort
+/// by time) + 3 random base-36 digits; see [`crate::temp`].
 pub fn new_run_id() -> String {
-    use std::sync::atomic::AtomicU64;
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let mixed = (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) ^ seq;
-    format!("r{}", to_base36(mixed % 36u64.pow(8)))
-}
-
-fn to_base36(mut n: u64) -> String {
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    while out.len() < 8 {
-        out.push(b'0');
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
+    crate::temp::new_run_id()
 }
 
 struct Shared {
