@@ -339,7 +339,7 @@ async fn the_sweep_keeps_databases_it_did_not_create_or_that_are_in_use() {
     ] {
         server.pg.create_database(name).await.unwrap();
     }
-    let mut conn = sqlx::PgConnection::connect(&server.pg.dsn_for(busy))
+    let conn = sqlx::PgConnection::connect(&server.pg.dsn_for(busy))
         .await
         .unwrap();
     let result = run(&on_target(&db, dir.path(), false, false)).await;
