@@ -207,7 +207,11 @@ fn parse_tree(text: &str) -> Result<Option<(Node, usize)>, FileProblem> {
                 anchor,
             ),
             Event::Alias(id) => match anchors.get(&id) {
-                Some(node) => (node.clone(), 0),
+                Some(node) => {
+                    // A copy counts every value it holds; other nodes were counted as they came.
+                    nodes = nodes.saturating_add(node.size().saturating_sub(1));
+                    (node.clone(), 0)
+                }
                 None => {
                     return Err(fail(
                         stack_path(&stack),
@@ -216,7 +220,7 @@ fn parse_tree(text: &str) -> Result<Option<(Node, usize)>, FileProblem> {
                 }
             },
         };
-        nodes = nodes.saturating_add(node.size());
+        nodes = nodes.saturating_add(1);
         if nodes > MAX_NODES {
             return Err(fail(
                 stack_path(&stack),
@@ -604,6 +608,18 @@ mod tests {
         );
         assert_eq!(parse("").unwrap(), serde_json::json!({}));
         assert_eq!(parse("# only a comment\n").unwrap(), serde_json::json!({}));
+    }
+
+    #[test]
+    fn large_flat_and_nested_documents_are_not_mistaken_for_bombs() {
+        let mut text = String::from("a:\n  b:\n    c:\n      d:\n");
+        for i in 0..300_000 {
+            text.push_str(&format!("        - {i}\n"));
+        }
+        let v = parse(&text).unwrap();
+        assert_eq!(v["a"]["b"]["c"]["d"].as_array().unwrap().len(), 300_000);
+        let err = parse("a: [1,\n").unwrap_err();
+        assert!(err[0].message.starts_with("invalid YAML"), "{err:?}");
     }
 
     #[test]
