@@ -236,6 +236,7 @@ async fn a_slow_invariant_is_named_and_the_orphan_beside_it_is_kept() {
             "invariant slow timed out after 2s (statement_timeout)",
         ]
     );
+    eprintln!("slow invariant beside an orphan: {:?}", result.duration);
     assert!(result.duration < budget, "took {:?}", result.duration);
     assert_eq!(value(&result, "detectors_timed_out"), 1.0);
     assert_eq!(value(&result, "orphan_rows"), 3.0);
