@@ -518,3 +518,77 @@ async fn a_local_scratch_server_spares_the_target() {
     );
     assert_eq!(server.scratch_databases().await, Vec::<String>::new());
 }
+
+/// `schema.migrations` is a directory or a map with options; mistakes in the map are named.
+#[test]
+fn migrations_take_a_directory_or_a_map_with_options() {
+    let dir = migrations(&[("001_init.sql", INIT)]);
+    let load = |migrations: &str| {
+        let cfg = tempfile::tempdir().unwrap();
+        let file = cfg.path().join("itest.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "database:\n  databases:\n    - name: main\n      user: citadel\n      \
+                 schema:\n        migrations: {migrations}\n"
+            ),
+        )
+        .unwrap();
+        let config = citadel_itest_core::config::ConfigLoader::new()
+            .env(false)
+            .section("database")
+            .file(&file)
+            .load()
+            .unwrap();
+        let mut problems = Vec::new();
+        let tester = citadel_itest_database::from_config(&config, &mut problems);
+        let problems: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        (tester, problems)
+    };
+    let d = dir.path().display();
+    let (tester, problems) = load(&d.to_string());
+    assert!(problems.is_empty(), "{problems:?}");
+    let m = tester.unwrap().config().databases[0]
+        .schema
+        .as_ref()
+        .unwrap()
+        .migrations
+        .clone()
+        .unwrap();
+    assert_eq!(m, MigrationsConfig::new(dir.path()));
+    assert_eq!(m.scratch, ScratchServer::Auto);
+
+    let (tester, problems) = load(&format!(
+        "{{ dir: {d}, mode: drift_only, scratch: target, cleanup_timeout: 5s }}"
+    ));
+    assert!(problems.is_empty(), "{problems:?}");
+    let checks = tester.unwrap().checks();
+    assert_eq!(checks[0].id().as_str(), "database.main.migrations");
+    // The check's budget: run.timeout plus the cleanup budget.
+    assert_eq!(
+        checks[0].timeout(),
+        Some(RunSettings::default().timeout + Duration::from_secs(5))
+    );
+
+    let (_, problems) = load(&format!("{{ dir: {d}, mod: drift_only }}"));
+    eprintln!("{problems:?}");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("database.databases[0].schema.migrations")
+            && problems[0].contains("mod"),
+        "{problems:?}"
+    );
+    let (_, problems) = load(&format!(
+        "{{ dir: {d}, cleanup_timeout: 0s, mode: sometimes }}"
+    ));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("sometimes"), "{problems:?}");
+    let (_, problems) = load(&format!("{{ dir: {d}, cleanup_timeout: 0s }}"));
+    assert_eq!(
+        problems,
+        ["database.databases[0].schema.migrations.cleanup_timeout: must be greater than 0s"]
+    );
+}
