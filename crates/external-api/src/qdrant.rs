@@ -53,8 +53,10 @@ const READY_TEXT: &str = "all shards are ready";
 /// - `operations`: a temporary collection `citadel_itest_<run>_<name>_ops_<n>` with the
 ///   configured dimension and distance: create, upsert 16 points, query with one point's vector
 ///   (it must come back first), exact count over gRPC and over REST, delete, and confirm it is
-///   gone. The collection is deleted on failure, on cancellation (within `run.cancel_grace`)
-///   and, by a drop guard, on panic. Skipped in read-only mode.
+///   gone. Its removal is registered with the runner before it is created, so it is deleted on
+///   failure, timeout, panic and cancellation too, after the check ended and before the run
+///   returns; a removal that fails is reported as a leftover beside the check's verdict.
+///   Skipped in read-only mode.
 /// - `performance`: `samples` timed nearest-neighbour queries on a temporary collection of 16
 ///   points: `latency_p50/p95/p99/max`, p95 held to `performance_targets.latency_p95`. Skipped
 ///   in read-only mode.
@@ -410,69 +412,69 @@ impl QdrantCheck {
         }
         let c = self.clients()?;
         let name = temp_name(&self.common.settings.run_id, self.name(), "ops");
-        let mut guard = TempCollection::new(c.grpc.clone(), name.clone());
+        let guard = self.temp_collection(ctx, &c, name);
         let body = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => None,
-            r = self.write_read_delete(ctx, &c, &mut guard) => Some(r),
+            r = self.write_read_delete(ctx, &c, &guard) => Some(r),
         };
-        self.finish(ctx, guard, body, "operations").await
+        self.finish(&guard, body, "operations")
     }
 
-    /// After the body of a writing check: clean up what is left, within the grace when
-    /// cancelled, and fold a failed cleanup into the outcome.
-    async fn finish(
+    /// A temporary collection whose removal is registered with the runner before it is
+    /// created: it runs once the check has ended, whatever the outcome (cancellation, timeout
+    /// and panic included), bounded by `request_timeout`; a removal that fails is reported as
+    /// a leftover beside the check's own verdict.
+    fn temp_collection(&self, ctx: &CheckContext, c: &Clients<'_>, name: String) -> TempCollection {
+        let client = c.grpc.clone();
+        let bound = self.target.request_timeout;
+        let removing = name.clone();
+        let handle = ctx.cleanup(
+            self.name().to_string(),
+            format!("collection {name}"),
+            async move {
+                match tokio::time::timeout(bound, client.delete_collection(removing.as_str())).await
+                {
+                    Err(_) => Err(format!(
+                        "delete collection {removing}: no answer within {} (request_timeout)",
+                        crate::support::fmt_duration(bound)
+                    )
+                    .into()),
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(QdrantError::ResponseError { status }))
+                        if status.code() == Code::NotFound =>
+                    {
+                        Ok(())
+                    }
+                    Ok(Err(e)) => {
+                        Err(format!("delete collection {removing}: {}", grpc_error(&e)).into())
+                    }
+                }
+            },
+        );
+        TempCollection { name, handle }
+    }
+
+    /// After the body of a writing check: its own verdict stands; what it created and did not
+    /// remove itself is removed by the registered cleanup (and named as a leftover if that
+    /// fails).
+    fn finish(
         &self,
-        ctx: &CheckContext,
-        mut guard: TempCollection,
+        guard: &TempCollection,
         body: Option<Result<Outcome, Outcome>>,
         what: &str,
     ) -> Result<Outcome, Outcome> {
-        let name = guard.name.clone();
         match body {
-            None => {
-                let cleaned = guard.delete(self.common.settings.cancel_grace).await;
-                Err(Outcome::error(
-                    ErrorKind::Cancelled,
-                    match cleaned {
-                        Ok(()) => format!(
-                            "{what} on {} cancelled; temporary collection {name} deleted",
-                            self.name()
-                        ),
-                        Err(e) => format!(
-                            "{what} on {} cancelled; deleting temporary collection {name} \
-                             failed ({e}); a background delete was started",
-                            self.name()
-                        ),
-                    },
-                ))
-            }
-            Some(result) => {
-                if !guard.armed {
-                    return result;
-                }
-                let bound = self
-                    .target
-                    .request_timeout
-                    .min(ctx.remaining().max(Duration::from_millis(100)));
-                let cleaned = guard.delete(bound).await;
-                match (result, cleaned) {
-                    (r, Ok(())) => r,
-                    // The check already failed; the background delete takes over.
-                    (Err(o), Err(e)) => {
-                        tracing::warn!(collection = %name, error = %e, "cleanup after a failure");
-                        Err(o)
-                    }
-                    (Ok(o), Err(e)) => Err(Outcome::Failed {
-                        message: format!(
-                            "cleanup: delete temporary collection {name} on {}: {e} (a \
-                             background delete was started)",
-                            self.name()
-                        ),
-                        measurements: o.measurements().to_vec(),
-                    }),
-                }
-            }
+            None => Err(Outcome::error(
+                ErrorKind::Cancelled,
+                format!(
+                    "{what} on {} cancelled; the temporary collection {} is removed by the \
+                     run's cleanup",
+                    self.name(),
+                    guard.name
+                ),
+            )),
+            Some(result) => result,
         }
     }
 
@@ -480,13 +482,12 @@ impl QdrantCheck {
         &self,
         ctx: &CheckContext,
         c: &Clients<'_>,
-        guard: &mut TempCollection,
+        guard: &TempCollection,
         measurements: &mut Vec<Measurement>,
     ) -> Result<(), Outcome> {
         let name = guard.name.clone();
         let dim = self.target.collection_dimension;
         let started = Instant::now();
-        guard.armed = true;
         let created = self
             .grpc(
                 ctx,
@@ -558,7 +559,7 @@ impl QdrantCheck {
         &self,
         ctx: &CheckContext,
         c: &Clients<'_>,
-        guard: &mut TempCollection,
+        guard: &TempCollection,
     ) -> Result<Outcome, Outcome> {
         let name = guard.name.clone();
         let mut measurements = Vec::new();
@@ -655,7 +656,7 @@ impl QdrantCheck {
                 measurements,
             });
         }
-        guard.armed = false;
+        guard.handle.disarm();
         measurements.push(Measurement::duration("operations_time", total.elapsed()));
         Ok(Outcome::passed().with_measurements(measurements))
     }
@@ -666,20 +667,20 @@ impl QdrantCheck {
         }
         let c = self.clients()?;
         let name = temp_name(&self.common.settings.run_id, self.name(), "perf");
-        let mut guard = TempCollection::new(c.grpc.clone(), name);
+        let guard = self.temp_collection(ctx, &c, name);
         let body = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => None,
-            r = self.benchmark(ctx, &c, &mut guard) => Some(r),
+            r = self.benchmark(ctx, &c, &guard) => Some(r),
         };
-        self.finish(ctx, guard, body, "performance").await
+        self.finish(&guard, body, "performance")
     }
 
     async fn benchmark(
         &self,
         ctx: &CheckContext,
         c: &Clients<'_>,
-        guard: &mut TempCollection,
+        guard: &TempCollection,
     ) -> Result<Outcome, Outcome> {
         let name = guard.name.clone();
         let mut setup = Vec::new();
@@ -722,7 +723,7 @@ impl QdrantCheck {
             .await
             .map_err(|o| o.with_measurements(measurements.clone()))?;
         if deleted.result {
-            guard.armed = false;
+            guard.handle.disarm();
         }
         Ok(Outcome::from_measurements(measurements))
     }
@@ -1013,66 +1014,11 @@ impl Clients<'_> {
     }
 }
 
-/// A temporary collection that is deleted when the check is done with it, and by a spawned
-/// task when dropped while still armed (panic, runner giving up after the grace).
+/// A temporary collection and the handle of its registered removal (disarmed once the check
+/// deleted it itself).
 struct TempCollection {
-    client: Qdrant,
     name: String,
-    armed: bool,
-}
-
-impl TempCollection {
-    fn new(client: Qdrant, name: String) -> Self {
-        TempCollection {
-            client,
-            name,
-            armed: false,
-        }
-    }
-
-    /// Delete now, bounded; a missing collection counts as deleted. Disarms on success.
-    async fn delete(&mut self, bound: Duration) -> Result<(), String> {
-        match tokio::time::timeout(bound, self.client.delete_collection(self.name.as_str())).await {
-            Err(_) => Err(format!(
-                "no answer within {}",
-                crate::support::fmt_duration(bound)
-            )),
-            Ok(Ok(_)) => {
-                self.armed = false;
-                Ok(())
-            }
-            Ok(Err(QdrantError::ResponseError { status })) if status.code() == Code::NotFound => {
-                self.armed = false;
-                Ok(())
-            }
-            Ok(Err(e)) => Err(grpc_error(&e)),
-        }
-    }
-}
-
-impl Drop for TempCollection {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(collection = %self.name, "no runtime to delete the temporary collection");
-            return;
-        };
-        let client = self.client.clone();
-        let name = std::mem::take(&mut self.name);
-        tracing::debug!(collection = %name, "deleting temporary collection in the background");
-        handle.spawn(async move {
-            let r = tokio::time::timeout(
-                Duration::from_secs(30),
-                client.delete_collection(name.as_str()),
-            )
-            .await;
-            if !matches!(r, Ok(Ok(_))) {
-                tracing::warn!(collection = %name, "background delete of the temporary collection failed");
-            }
-        });
-    }
+    handle: citadel_itest_core::CleanupHandle,
 }
 
 /// Send a gRPC fault probe bounded by `limit` (plus slack, so the client's own timeout ends
@@ -1185,27 +1131,16 @@ fn distance(d: Distance) -> QdrantDistance {
     }
 }
 
-/// A deterministic unit vector for point `id`: distinct points get distinct directions, so a
-/// point's own vector finds it first under every distance (cosine, dot, euclid, manhattan).
+/// The unit vector of point `id` (of [`POINTS`]): the points stand at equal angles
+/// (360° / 16 = 22.5° apart) on a circle in the plane of the first two axes, so at every
+/// dimension a point's own vector finds it first under every distance (Cosine, Dot, Euclid,
+/// Manhattan) by a clear margin (cosine 1 against at most cos 22.5° = 0.924), and no result
+/// depends on the order a server breaks ties in.
 fn vector(id: u64, dim: u64) -> Vec<f32> {
-    let mut state = id
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(0xD1B5_4A32_D192_ED03);
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    let norm = v
-        .iter()
-        .map(|x| x * x)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::EPSILON);
-    v.iter_mut().for_each(|x| *x /= norm);
+    let angle = std::f64::consts::TAU * (id % POINTS) as f64 / POINTS as f64;
+    let mut v = vec![0.0f32; dim.max(2) as usize];
+    v[0] = angle.cos() as f32;
+    v[1] = angle.sin() as f32;
     v
 }
 
@@ -1225,8 +1160,8 @@ mod tests {
     }
 
     #[test]
-    fn each_point_is_its_own_nearest_neighbour() {
-        for dim in [2, 3, 8, 64] {
+    fn each_point_is_its_own_nearest_neighbour_by_a_clear_margin() {
+        for dim in 2..=16 {
             let vs: Vec<Vec<f32>> = (0..POINTS).map(|i| vector(i, dim)).collect();
             for d in [
                 Distance::Cosine,
@@ -1235,10 +1170,15 @@ mod tests {
                 Distance::Manhattan,
             ] {
                 for (i, q) in vs.iter().enumerate() {
-                    let best = (0..vs.len())
-                        .max_by(|&a, &b| score(q, &vs[a], d).total_cmp(&score(q, &vs[b], d)))
-                        .unwrap();
-                    assert_eq!(best, i, "dim {dim} {d}");
+                    let mut scores: Vec<(f32, usize)> = vs
+                        .iter()
+                        .enumerate()
+                        .map(|(j, v)| (score(q, v, d), j))
+                        .collect();
+                    scores.sort_by(|a, b| b.0.total_cmp(&a.0));
+                    assert_eq!(scores[0].1, i, "dim {dim} {d}");
+                    let margin = scores[0].0 - scores[1].0;
+                    assert!(margin > 0.05, "dim {dim} {d}: margin {margin}");
                 }
             }
             let norm: f32 = vs[3].iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use citadel_itest_core::{ErrorKind, Measurement, Outcome, Threshold, Unit, error_chain};
@@ -130,35 +129,15 @@ pub(crate) fn version_measurement(version: &str) -> Option<Measurement> {
     version_number(version).map(|v| Measurement::new("server_version", v, Unit::Count))
 }
 
-/// A fresh name for a temporary object: `citadel_itest_<run>_<target>_<what>_<n>`, unique in
-/// this process (and across runs through the run id), at most 63 bytes (PostgreSQL's limit),
-/// lowercase letters, digits and `_` only.
+/// A fresh name for a temporary object: `citadel_itest_<run>_<target>_<what>_<n>`; see
+/// [`citadel_itest_core::temp::temp_name`] (its age can be read back from it).
 #[cfg_attr(not(any(feature = "postgres", feature = "qdrant")), allow(dead_code))]
 pub(crate) fn temp_name(run_id: &str, target: &str, what: &str) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(1);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                let c = c.to_ascii_lowercase();
-                if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    let head = format!("{}_{}", TEMP_PREFIX, clean(run_id));
-    let tail = format!("_{}_{n}", clean(what));
-    let room = 63usize.saturating_sub(head.len() + tail.len() + 1);
-    let mut target = clean(target);
-    target.truncate(room);
-    format!("{head}_{target}{tail}")
+    citadel_itest_core::temp::temp_name(run_id, target, what)
 }
 
 /// Every temporary object this tester creates starts with this prefix.
-pub const TEMP_PREFIX: &str = "citadel_itest";
+pub const TEMP_PREFIX: &str = citadel_itest_core::temp::TEMP_PREFIX;
 
 /// A random value for wrong credentials, made once per process: never the real secret, never
 /// printed (it is registered with the redactor all the same).
@@ -524,11 +503,11 @@ mod tests {
 
     #[test]
     fn temp_names_are_unique_short_identifiers() {
-        let a = temp_name("r0abc123", "main-db", "ops");
-        let b = temp_name("r0abc123", "main-db", "ops");
+        let a = temp_name("r0abc1234", "main-db", "ops");
+        let b = temp_name("r0abc1234", "main-db", "ops");
         assert_ne!(a, b);
-        assert!(a.starts_with("citadel_itest_r0abc123_main_db_ops_"), "{a}");
-        let long = temp_name("r0abc123", &"x".repeat(100), "perf");
+        assert!(a.starts_with("citadel_itest_r0abc1234_main_db_ops_"), "{a}");
+        let long = temp_name("r0abc1234", &"x".repeat(100), "perf");
         assert!(long.len() <= 63, "{long}");
         assert!(
             long.bytes()
