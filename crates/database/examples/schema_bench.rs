@@ -6,9 +6,12 @@
 //! ```
 //!
 //! Each table has 7 columns (identity, FK to the previous table, NOT NULL, varchar, numeric with
-//! default, timestamptz default, jsonb), a primary key, a unique key, a check constraint and an
-//! index. The check runs in exact mode, so every column, key, index and constraint is compared.
-//! Prints the time of one whole check (connect, catalog round, diff) and of the catalog round.
+//! default, timestamptz default, jsonb), a primary key, a unique key, a check constraint, an
+//! index, a trigger, an RLS policy and a grant; every tenth table also a view, a function, an
+//! enum type and a sequence. The check runs in exact mode, so every column, key, index,
+//! constraint and object is compared, with every CHECK, default and policy expression
+//! canonicalised by the server. Prints the time of one whole check (connect, catalog round,
+//! canonicalisation, diff), of the catalog round and of the canonicalisation.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -29,7 +32,12 @@ async fn main() -> anyhow::Result<()> {
     let pg = Postgres::start().await.context("start postgres")?;
     let dsn = pg.create_database("bench").await?;
 
-    let mut sql = String::from("CREATE SCHEMA bench;\n");
+    let mut sql = String::from(
+        "CREATE SCHEMA bench;\n\
+         DO $$ BEGIN CREATE ROLE bench_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n\
+         CREATE FUNCTION bench.touch() RETURNS trigger LANGUAGE plpgsql AS \
+         $f$ BEGIN RETURN NEW; END $f$;\n",
+    );
     let mut yaml = String::from("schemas:\n  bench:\n    tables:\n");
     for i in 0..tables {
         let parent = if i == 0 {
@@ -49,8 +57,21 @@ async fn main() -> anyhow::Result<()> {
              attrs jsonb,\n\
              CONSTRAINT t{i}_name_key UNIQUE (name),\n\
              CONSTRAINT t{i}_amount_check CHECK (amount >= 0));\n\
-             CREATE INDEX t{i}_created_at_idx ON bench.t{i} (created_at);"
+             CREATE INDEX t{i}_created_at_idx ON bench.t{i} (created_at);\n\
+             CREATE TRIGGER t{i}_touch BEFORE UPDATE ON bench.t{i} FOR EACH ROW EXECUTE FUNCTION bench.touch();\n\
+             ALTER TABLE bench.t{i} ENABLE ROW LEVEL SECURITY;\n\
+             CREATE POLICY t{i}_named ON bench.t{i} FOR SELECT TO bench_reader USING (name <> '' AND amount >= 0);\n\
+             GRANT SELECT ON bench.t{i} TO bench_reader;"
         )?;
+        if i % 10 == 0 {
+            writeln!(
+                sql,
+                "CREATE VIEW bench.v{i} AS SELECT id, name FROM bench.t{i} WHERE amount > 0;\n\
+                 CREATE FUNCTION bench.f{i}(x integer) RETURNS integer LANGUAGE sql IMMUTABLE AS $f$ SELECT x + {i} $f$;\n\
+                 CREATE TYPE bench.e{i} AS ENUM ('a', 'b', 'c');\n\
+                 CREATE SEQUENCE bench.s{i} INCREMENT BY 5;"
+            )?;
+        }
         write!(
             yaml,
             "      t{i}:\n\
@@ -65,7 +86,11 @@ async fn main() -> anyhow::Result<()> {
              \x20       primary_key: [id]\n\
              \x20       unique: [[name]]\n\
              \x20       indexes: [[created_at]]\n\
-             \x20       checks: [{{ name: t{i}_amount_check, expression: amount >= 0 }}]\n"
+             \x20       checks: [{{ name: t{i}_amount_check, expression: amount >= 0 }}]\n\
+             \x20       row_level_security: true\n\
+             \x20       triggers: {{ t{i}_touch: {{ timing: before, events: [update], function: touch }} }}\n\
+             \x20       policies: {{ t{i}_named: {{ command: select, roles: [bench_reader], using: \"name <> '' AND amount >= 0\" }} }}\n\
+             \x20       grants: {{ bench_reader: [select] }}\n"
         )?;
         if i > 0 {
             writeln!(
@@ -75,6 +100,27 @@ async fn main() -> anyhow::Result<()> {
             )?;
         }
     }
+    yaml.push_str(
+        "    functions:\n      touch: { arguments: [], returns: trigger, language: plpgsql }\n",
+    );
+    let mut views = String::from("    views:\n");
+    let mut enums = String::from("    enums:\n");
+    let mut sequences = String::from("    sequences:\n");
+    for i in (0..tables).step_by(10) {
+        writeln!(
+            views,
+            "      v{i}: {{ columns: {{ id: bigint, name: text }}, definition: \"SELECT id, name FROM bench.t{i} WHERE amount > 0\" }}"
+        )?;
+        writeln!(
+            yaml,
+            "      f{i}: {{ arguments: [integer], returns: integer, language: sql, volatility: immutable }}"
+        )?;
+        writeln!(enums, "      e{i}: [a, b, c]")?;
+        writeln!(sequences, "      s{i}: {{ type: bigint, increment: 5 }}")?;
+    }
+    yaml.push_str(&views);
+    yaml.push_str(&enums);
+    yaml.push_str(&sequences);
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), &sql)?;
     let mut psql = pg.psql_command("bench")?;
@@ -93,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut totals = Vec::with_capacity(rounds);
     let mut catalog = Vec::with_capacity(rounds);
+    let mut canon = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let r = run_one(&check).await;
         if !r.outcome.is_passed() {
@@ -104,6 +151,11 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|m| m.value)
             .unwrap_or(f64::NAN);
         catalog.push(Duration::from_secs_f64(ms / 1000.0));
+        let ms = r
+            .measurement("canonicalise_time")
+            .and_then(|m| m.value)
+            .unwrap_or(f64::NAN);
+        canon.push(Duration::from_secs_f64(ms / 1000.0));
     }
     let stats = |mut v: Vec<Duration>| {
         v.sort();
@@ -119,13 +171,21 @@ async fn main() -> anyhow::Result<()> {
         "schema validation of {tables} tables ({} columns), exact mode, {rounds} rounds:",
         tables * 7
     );
+    let expressions = warm
+        .measurement("expressions")
+        .and_then(|m| m.value)
+        .unwrap_or(f64::NAN);
     println!(
-        "  whole check (connect + catalog + diff): {}",
+        "  whole check (connect + catalog + canonicalise + diff): {}",
         stats(totals.clone())
     );
     println!(
-        "  catalog round (6 queries):              {}",
+        "  catalog round (13 queries):                            {}",
         stats(catalog)
+    );
+    println!(
+        "  canonicalise ({expressions} expressions, views, types):     {}",
+        stats(canon)
     );
     // The peer: `pg_dump --schema-only` of the same database, what a "dump and diff" schema check
     // starts with (the diff itself comes on top). Same server, same rounds.

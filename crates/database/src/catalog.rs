@@ -271,8 +271,8 @@ const CONSTRAINTS_SQL: &str = "SELECT n.nspname::text, c.relname::text, con.conn
        fn.nspname::text, fc.relname::text, \
        ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord) \
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord), \
-       con.confdeltype::text, con.confupdtype::text, con.convalidated, pg_get_constraintdef(con.oid), \
-       pg_get_expr(con.conbin, con.conrelid) \
+       con.confdeltype::text, con.confupdtype::text, con.convalidated, con.connoinherit, \
+       CASE WHEN con.contype = 'c' THEN pg_get_expr(con.conbin, con.conrelid) END \
      FROM pg_constraint con \
      JOIN pg_class c ON c.oid = con.conrelid \
      JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -283,20 +283,23 @@ const CONSTRAINTS_SQL: &str = "SELECT n.nspname::text, c.relname::text, con.conn
      ORDER BY 1, 2, 3";
 
 const INDEXES_SQL: &str = "SELECT n.nspname::text, t.relname::text, i.relname::text, ix.indisunique, \
-       am.amname::text, \
-       ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) \
-             FROM generate_series(1, ix.indnkeyatts) k ORDER BY k), \
-       pg_get_expr(ix.indpred, ix.indrelid), \
+       am.amname::text, k.defs, pg_get_expr(ix.indpred, ix.indrelid), \
        EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = ix.indexrelid \
                AND con.conrelid = ix.indrelid AND con.contype IN ('p', 'u', 'x')), \
-       ARRAY(SELECT ix.indkey[k - 1] <> 0 FROM generate_series(1, ix.indnkeyatts) k ORDER BY k), \
-       ARRAY(SELECT ix.indoption[k - 1] & 1 = 1 FROM generate_series(1, ix.indnkeyatts) k ORDER BY k), \
-       ARRAY(SELECT ix.indoption[k - 1] & 2 = 2 FROM generate_series(1, ix.indnkeyatts) k ORDER BY k) \
+       k.is_column, k.descending, k.nulls_first \
      FROM pg_index ix \
      JOIN pg_class i ON i.oid = ix.indexrelid \
      JOIN pg_class t ON t.oid = ix.indrelid \
      JOIN pg_namespace n ON n.oid = t.relnamespace \
      JOIN pg_am am ON am.oid = i.relam \
+     CROSS JOIN LATERAL ( \
+       SELECT array_agg(CASE WHEN ix.indkey[s.k - 1] <> 0 THEN a.attname::text \
+                             ELSE pg_get_indexdef(ix.indexrelid, s.k, true) END ORDER BY s.k) AS defs, \
+              array_agg(ix.indkey[s.k - 1] <> 0 ORDER BY s.k) AS is_column, \
+              array_agg(ix.indoption[s.k - 1] & 1 = 1 ORDER BY s.k) AS descending, \
+              array_agg(ix.indoption[s.k - 1] & 2 = 2 ORDER BY s.k) AS nulls_first \
+       FROM generate_series(1, ix.indnkeyatts) s(k) \
+       LEFT JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = ix.indkey[s.k - 1]) k \
      WHERE t.relkind IN ('r', 'p') AND NOT t.relispartition AND {NS} \
      ORDER BY 1, 2, 3";
 
@@ -478,11 +481,22 @@ impl Catalog {
                         validated: row.try_get(10)?,
                     });
                 }
-                _ => t.checks.push(Check {
-                    name,
-                    definition: row.try_get(11)?,
-                    expression: row.try_get::<Option<String>, _>(12)?.unwrap_or_default(),
-                }),
+                _ => {
+                    // As pg_get_constraintdef prints it, without deparsing twice.
+                    let expression: String =
+                        row.try_get::<Option<String>, _>(12)?.unwrap_or_default();
+                    let validated: bool = row.try_get(10)?;
+                    let no_inherit: bool = row.try_get(11)?;
+                    t.checks.push(Check {
+                        name,
+                        definition: format!(
+                            "CHECK ({expression}){}{}",
+                            if no_inherit { " NO INHERIT" } else { "" },
+                            if validated { "" } else { " NOT VALID" }
+                        ),
+                        expression,
+                    })
+                }
             }
         }
 
@@ -503,11 +517,7 @@ impl Catalog {
                     .map(|(i, expr)| {
                         let column = is_column.get(i).copied().unwrap_or(false);
                         IndexKey {
-                            expr: if column {
-                                crate::normalize::plain_identifier(&expr).unwrap_or(expr)
-                            } else {
-                                expr
-                            },
+                            expr,
                             column,
                             desc: desc.get(i).copied().unwrap_or(false),
                             nulls_first: nulls_first.get(i).copied().unwrap_or(false),
