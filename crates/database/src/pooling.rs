@@ -315,13 +315,7 @@ pub(crate) fn server_connections(connector: &Connector) -> Resource {
             .resolve()
             .ok()
             .and_then(|raw| url::Url::parse(raw.expose()).ok())
-            .and_then(|u| {
-                Some(format!(
-                    "{}:{}",
-                    u.host_str()?.to_string(),
-                    u.port().unwrap_or(5432)
-                ))
-            })
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(5432))))
             .unwrap_or_else(|| format!("database {}", connector.name)),
     };
     Resource::new("postgres-connections", &instance)
