@@ -168,25 +168,15 @@ impl MigrationsCheck {
         Ok(())
     }
 
-    /// A scratch database on the target (after dropping the leftovers of earlier runs); returns
-    /// a connection to it and how many leftovers were dropped.
+    /// A scratch database on the target; returns a connection to it.
     async fn target_scratch(
         &self,
         ctx: &CheckContext,
         conn: &mut PgConnection,
         opts: &PgConnectOptions,
-        run_started_ms: u64,
         scratch: &mut Option<Scratch>,
-    ) -> Result<(PgConnection, usize), BoxError> {
+    ) -> Result<PgConnection, BoxError> {
         let limit = self.connector.target().connect_timeout;
-        let sweep = sweep_leftovers(conn, opts, limit, run_started_ms).await;
-        let dropped = sweep.dropped.len();
-        if !sweep.dropped.is_empty() {
-            ctx.detail("leftovers_dropped", sweep.dropped);
-        }
-        if !sweep.kept.is_empty() {
-            ctx.detail("leftovers_kept", sweep.kept);
-        }
         let name = scratch_name(now_ms(), &self.connector.name);
         let created =
             ScratchDatabase::create(conn, opts, limit, self.config.cleanup_timeout, name).await?;
@@ -195,8 +185,7 @@ impl MigrationsCheck {
         ctx.detail("scratch_server", "target");
         ctx.detail("scratch_database", scratch_name.clone());
         *scratch = Some(Scratch::Target(created));
-        let sconn = connect_with(&scratch_name, &scratch_opts, limit).await?;
-        Ok((sconn, dropped))
+        connect_with(&scratch_name, &scratch_opts, limit).await
     }
 
     /// A connection to an empty scratch database, where `migrations.scratch` says.
@@ -205,23 +194,18 @@ impl MigrationsCheck {
         ctx: &CheckContext,
         conn: &mut PgConnection,
         opts: &PgConnectOptions,
-        run_started_ms: u64,
         scratch: &mut Option<Scratch>,
-    ) -> Result<(PgConnection, usize), BoxError> {
+    ) -> Result<PgConnection, BoxError> {
         match self.config.scratch {
-            ScratchServer::Target => {
-                self.target_scratch(ctx, conn, opts, run_started_ms, scratch)
-                    .await
-            }
+            ScratchServer::Target => self.target_scratch(ctx, conn, opts, scratch).await,
             #[cfg(feature = "local-scratch")]
-            ScratchServer::Local => Ok((self.local_scratch(ctx, conn, scratch).await?, 0)),
+            ScratchServer::Local => Ok(self.local_scratch(ctx, conn, scratch).await?),
             #[cfg(feature = "local-scratch")]
             ScratchServer::Auto => match self.local_scratch(ctx, conn, scratch).await {
-                Ok(sconn) => Ok((sconn, 0)),
+                Ok(sconn) => Ok(sconn),
                 Err(why) => {
                     ctx.detail("local_scratch_unavailable", why);
-                    self.target_scratch(ctx, conn, opts, run_started_ms, scratch)
-                        .await
+                    self.target_scratch(ctx, conn, opts, scratch).await
                 }
             },
             #[cfg(not(feature = "local-scratch"))]
@@ -229,10 +213,7 @@ impl MigrationsCheck {
                  citadel-itest-database built with the feature `local-scratch`"
                 .into()),
             #[cfg(not(feature = "local-scratch"))]
-            _ => {
-                self.target_scratch(ctx, conn, opts, run_started_ms, scratch)
-                    .await
-            }
+            _ => self.target_scratch(ctx, conn, opts, scratch).await,
         }
     }
 
@@ -314,15 +295,20 @@ impl MigrationsCheck {
             }
             return Ok(verdict(findings, measurements));
         }
-        let run_started_ms = now_ms();
-        let (mut sconn, swept) = self
-            .make_scratch(ctx, &mut conn, &opts, run_started_ms, scratch)
-            .await?;
+        // Scratch databases earlier runs left on the target go first, wherever this run's is.
+        let sweep = sweep_leftovers(&mut conn, &opts, limit, now_ms()).await;
         measurements.push(Measurement::new(
             "leftovers_dropped",
-            swept as f64,
+            sweep.dropped.len() as f64,
             Unit::Count,
         ));
+        if !sweep.dropped.is_empty() {
+            ctx.detail("leftovers_dropped", sweep.dropped);
+        }
+        if !sweep.kept.is_empty() {
+            ctx.detail("leftovers_kept", sweep.kept);
+        }
+        let mut sconn = self.make_scratch(ctx, &mut conn, &opts, scratch).await?;
         let started = Instant::now();
         #[allow(unused_mut)]
         let mut applied = migrator.run_direct(&mut sconn).await;
@@ -337,16 +323,7 @@ impl MigrationsCheck {
             );
             let _ = sconn.close().await;
             *scratch = None;
-            let (c, swept) = self
-                .target_scratch(ctx, &mut conn, &opts, run_started_ms, scratch)
-                .await?;
-            sconn = c;
-            if let Some(m) = measurements
-                .iter_mut()
-                .find(|m| m.name == "leftovers_dropped")
-            {
-                m.value = Some(swept as f64);
-            }
+            sconn = self.target_scratch(ctx, &mut conn, &opts, scratch).await?;
             applied = migrator.run_direct(&mut sconn).await;
         }
         match applied {
