@@ -67,8 +67,9 @@
 //! Passwords are [`Secret`](citadel_itest_core::config::Secret)s and a `dsn` is one too:
 //! neither ever appears in a message, a report or a log. Integrity checks change no row: they
 //! run in a READ ONLY transaction. Only the pooling checks (connections), the migrations check
-//! (a scratch database `citadel_itest_<run>_<name>`, always dropped) and the recovery check (a
-//! restart of a server marked disposable) do more than read.
+//! (a scratch database `citadel_itest_<ms>_<rand>_<name>`, dropped within its cleanup budget or
+//! by the next run) and the recovery check (a restart of a server marked disposable) do more than
+//! read.
 
 #![forbid(unsafe_code)]
 
