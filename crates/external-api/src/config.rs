@@ -742,6 +742,15 @@ pub struct QdrantTarget {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// Opt-in sweep: before it creates its own, the operations check deletes temporary
+    /// collections earlier runs left behind (`citadel_itest_<run>_*`, the run's start read
+    /// from its id) that are older than this. Unset (the default): nothing is swept.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sweep_older_than: Option<Duration>,
 }
 
 impl QdrantTarget {
@@ -763,12 +772,19 @@ impl QdrantTarget {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             timeout: None,
+            sweep_older_than: None,
         }
     }
 
     /// The API key.
     pub fn api_key(mut self, key: Secret) -> Self {
         self.api_key = Some(key);
+        self
+    }
+
+    /// Sweep temporary collections of earlier runs older than `age` (opt-in).
+    pub fn sweep_older_than(mut self, age: Duration) -> Self {
+        self.sweep_older_than = Some(age);
         self
     }
 

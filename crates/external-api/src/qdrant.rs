@@ -411,6 +411,9 @@ impl QdrantCheck {
             return Ok(self.read_only_skip("the create/upsert/query/count/delete test"));
         }
         let c = self.clients()?;
+        if let Some(age) = self.target.sweep_older_than {
+            self.sweep(ctx, &c, age).await?;
+        }
         let name = temp_name(&self.common.settings.run_id, self.name(), "ops");
         let guard = self.temp_collection(ctx, &c, name);
         let body = tokio::select! {
@@ -419,6 +422,47 @@ impl QdrantCheck {
             r = self.write_read_delete(ctx, &c, &guard) => Some(r),
         };
         self.finish(&guard, body, "operations")
+    }
+
+    /// The opt-in sweep (`sweep_older_than`): delete the temporary collections of earlier runs
+    /// older than `age`, read from the run id in their names; never a collection whose name is
+    /// not the harness's. What was deleted is the detail `swept`, what could not be is
+    /// `sweep_failed` (the check goes on: its verdict is about the server's operations).
+    async fn sweep(
+        &self,
+        ctx: &CheckContext,
+        c: &Clients<'_>,
+        age: Duration,
+    ) -> Result<(), Outcome> {
+        let listed = self
+            .grpc(
+                ctx,
+                &self.grpc_step("ListCollections"),
+                c.grpc.list_collections(),
+            )
+            .await?;
+        let now = std::time::SystemTime::now();
+        let own = format!("{}_{}_", crate::TEMP_PREFIX, self.common.settings.run_id);
+        let (mut swept, mut failed) = (Vec::new(), Vec::new());
+        for d in listed.collections {
+            if d.name.starts_with(&own) || !citadel_itest_core::temp::is_stale(&d.name, age, now) {
+                continue;
+            }
+            let step = self.grpc_step(&format!("delete leftover collection {}", d.name));
+            match self
+                .grpc(ctx, &step, c.grpc.delete_collection(d.name.as_str()))
+                .await
+            {
+                Ok(_) => swept.push(d.name),
+                Err(o) if o.status() == Status::Error => return Err(o),
+                Err(o) => failed.push(o.message().unwrap_or_default().to_string()),
+            }
+        }
+        ctx.detail("swept", swept);
+        if !failed.is_empty() {
+            ctx.detail("sweep_failed", failed);
+        }
+        Ok(())
     }
 
     /// A temporary collection whose removal is registered with the runner before it is

@@ -434,3 +434,90 @@ async fn performance_passes_at_every_dimension_from_2_to_16_under_every_distance
     }
     assert!(leftovers(&q).await.is_empty(), "{:?}", leftovers(&q).await);
 }
+
+/// A run id of a run that started `ago` before now (`r` + 6 base-36 digits of its start + 3).
+fn run_id_from(ago: Duration) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut secs = (std::time::SystemTime::now() - ago)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut out = vec![b'0'; 6];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(secs % 36) as usize];
+        secs /= 36;
+    }
+    format!("r{}x7q", String::from_utf8(out).unwrap())
+}
+
+#[tokio::test]
+async fn the_opt_in_sweep_removes_only_old_leftovers_of_the_harness() {
+    let q = QdrantServer::builder()
+        .api_key(KEY)
+        .start()
+        .await
+        .expect("start qdrant");
+    let old = format!(
+        "citadel_itest_{}_vectors_perf_7",
+        run_id_from(Duration::from_secs(3 * 3600))
+    );
+    let recent = format!(
+        "citadel_itest_{}_vectors_ops_2",
+        run_id_from(Duration::from_secs(60))
+    );
+    let client = reqwest::Client::new();
+    for name in [
+        old.as_str(),
+        recent.as_str(),
+        "orders",
+        "citadel_itest_manual",
+    ] {
+        let r = client
+            .put(format!("{}/collections/{name}", q.http_url()))
+            .header("api-key", KEY)
+            .json(&serde_json::json!({ "vectors": { "size": 4, "distance": "Cosine" } }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "create {name}: {}", r.status());
+    }
+    let names = |v: Vec<String>| -> Vec<String> {
+        let mut v = v;
+        v.sort();
+        v
+    };
+
+    // Without the opt-in nothing is swept.
+    let t = target(&q);
+    run_one(&QdrantCheck::new(&t, Aspect::Operations, &settings()))
+        .await
+        .assert_passed();
+    assert_eq!(
+        names(leftovers(&q).await),
+        names(vec![
+            old.clone(),
+            recent.clone(),
+            "citadel_itest_manual".into()
+        ])
+    );
+
+    let t = target(&q).sweep_older_than(Duration::from_secs(3600));
+    let r = run_one(&QdrantCheck::new(&t, Aspect::Operations, &settings())).await;
+    r.assert_passed();
+    assert_eq!(r.details["swept"], serde_json::json!([old]));
+    // The recent leftover, a name that only looks like ours, and other collections stay.
+    assert_eq!(
+        names(leftovers(&q).await),
+        names(vec![recent, "citadel_itest_manual".into()])
+    );
+    let all: serde_json::Value = client
+        .get(format!("{}/collections", q.http_url()))
+        .header("api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(all.to_string().contains("\"orders\""), "{all}");
+}
