@@ -337,9 +337,7 @@ pub(crate) fn diff_namespace_with(
     }
     if exact {
         for (name, _) in live.tables_in(namespace) {
-            if !spec.tables.contains_key(name)
-                && !ignored(name)
-                && name != crate::MIGRATIONS_TABLE
+            if !spec.tables.contains_key(name) && !ignored(name) && name != crate::MIGRATIONS_TABLE
             {
                 findings.diffs.push(format!(
                     "unexpected table {}",

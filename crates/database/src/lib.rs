@@ -101,9 +101,7 @@ pub use config::{
     MAX_APPLICATION_NAME, MAX_SAMPLE_ROWS, PoolConfig, PoolingConfig, RecoveryConfig,
     RowCountBound, SchemaConfig, SslMode,
 };
-pub use config::{
-    DEFAULT_CLEANUP_TIMEOUT, MigrationsConfig, MigrationsMode, ScratchServer,
-};
+pub use config::{DEFAULT_CLEANUP_TIMEOUT, MigrationsConfig, MigrationsMode, ScratchServer};
 pub use ident::{ColumnRef, ColumnsRef, DEFAULT_SCHEMA, ParseRefError, TableRef};
 pub use integrity::IntegrityCheck;
 pub use migrations::{MIGRATIONS_TABLE, MigrationsCheck};
@@ -112,8 +110,8 @@ pub use schema::{DatabaseSchemaCheck, SchemaCheck};
 pub use scratch::SCRATCH_PREFIX;
 pub use spec::{
     CheckSpec, ColumnSpec, ExpectedSchema, ExtensionSpec, ForeignKeySpec, FunctionSpec, Identity,
-    IndexSpec, PolicySpec, SequenceSpec, TriggerSpec, ViewSpec, Volatility,
-    NamespaceSpec, ReferentialAction, SpecFileError, TableSpec,
+    IndexSpec, NamespaceSpec, PolicySpec, ReferentialAction, SequenceSpec, SpecFileError,
+    TableSpec, TriggerSpec, ViewSpec, Volatility,
 };
 
 use connect::Connector;
