@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use citadel_itest_core::config::{Secret, Validate, Validator};
+use citadel_itest_core::config::{MAX_TIMEOUT, Secret, Validate, Validator};
 use serde::{Deserialize, Serialize};
 
 use crate::ident::{ColumnRef, ColumnsRef, TableRef};
@@ -22,6 +22,9 @@ pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest accepted timeout or hold (a zero bound would never let anything finish).
+const MIN_BOUND: Duration = Duration::from_millis(1);
+
 /// Default `application_name` (the pooling check appends a unique suffix).
 pub const DEFAULT_APPLICATION_NAME: &str = "citadel-itest";
 /// Most offending rows an integrity finding shows.
@@ -1003,8 +1006,8 @@ impl Validate for DatabaseTarget {
                 if self.host.as_deref().is_some_and(str::is_empty) {
                     v.error("host", "must not be empty");
                 }
-                if self.port == Some(0) {
-                    v.error("port", "must be 1..=65535");
+                if let Some(port) = self.port {
+                    v.port("port", port);
                 }
                 if self.database.as_deref().is_some_and(str::is_empty) {
                     v.error("database", "must not be empty");
@@ -1014,10 +1017,20 @@ impl Validate for DatabaseTarget {
                 }
             }
         }
-        v.positive("statement_timeout", self.statement_timeout);
-        v.positive("connect_timeout", self.connect_timeout);
+        v.duration_range(
+            "statement_timeout",
+            self.statement_timeout,
+            MIN_BOUND,
+            MAX_TIMEOUT,
+        );
+        v.duration_range(
+            "connect_timeout",
+            self.connect_timeout,
+            MIN_BOUND,
+            MAX_TIMEOUT,
+        );
         if let Some(t) = self.timeout {
-            v.positive("timeout", t);
+            v.duration_range("timeout", t, MIN_BOUND, MAX_TIMEOUT);
         }
         if self.application_name.is_empty()
             || self.application_name.len() > MAX_APPLICATION_NAME
@@ -1064,7 +1077,12 @@ impl Validate for PoolConfig {
         if self.max_connections() > 10_000 {
             v.error("max_overflow", "size + max_overflow must be at most 10000");
         }
-        v.positive("acquire_timeout", self.acquire_timeout);
+        v.duration_range(
+            "acquire_timeout",
+            self.acquire_timeout,
+            MIN_BOUND,
+            MAX_TIMEOUT,
+        );
     }
 }
 
@@ -1115,9 +1133,12 @@ impl Validate for SchemaConfig {
             if let Err(e) = check_migrations_dir(&m.dir) {
                 v.error("migrations", e);
             }
-            if m.cleanup_timeout.is_zero() {
-                v.error("migrations.cleanup_timeout", "must be greater than 0s");
-            }
+            v.duration_range(
+                "migrations.cleanup_timeout",
+                m.cleanup_timeout,
+                MIN_BOUND,
+                MAX_TIMEOUT,
+            );
             if cfg!(not(feature = "local-scratch")) && m.scratch == ScratchServer::Local {
                 v.error(
                     "migrations.scratch",
@@ -1161,7 +1182,7 @@ fn check_migrations_dir(dir: &Path) -> Result<(), String> {
 impl Validate for IntegrityConfig {
     fn validate(&self, v: &mut Validator<'_>) {
         if let Some(t) = self.statement_timeout {
-            v.positive("statement_timeout", t);
+            v.duration_range("statement_timeout", t, MIN_BOUND, MAX_TIMEOUT);
         }
         if self.sample_rows > MAX_SAMPLE_ROWS {
             v.error(
@@ -1263,7 +1284,7 @@ impl Validate for PoolingConfig {
         if self.tasks.is_some_and(|t| t > 10_000) {
             v.error("tasks", "must be at most 10000");
         }
-        v.positive("hold", self.hold);
+        v.duration_range("hold", self.hold, MIN_BOUND, MAX_TIMEOUT);
         for (i, need) in self.headroom.iter().enumerate() {
             let mut hv = v.at(&format!("headroom[{i}]"));
             if need.service.trim().is_empty() {
@@ -1291,7 +1312,8 @@ impl Validate for PoolingConfig {
             {
                 rv.error("restart_command", "the program must not be empty");
             }
-            v.at("recovery").positive("timeout", r.timeout);
+            v.at("recovery")
+                .duration_range("timeout", r.timeout, MIN_BOUND, MAX_TIMEOUT);
         }
     }
 }

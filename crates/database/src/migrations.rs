@@ -488,7 +488,7 @@ impl Check for MigrationsCheck {
             });
         };
         // The verdict stands; the leftover is named.
-        tracing::warn!(database = %name, error = %why, "scratch database left behind");
+        tracing::debug!(database = %name, error = %why, "scratch database left behind (named in the result)");
         ctx.detail("left_behind", name.clone());
         let note = format!("scratch database {name} was left behind: {why}; the next run drops it");
         match result {

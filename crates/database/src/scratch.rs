@@ -357,7 +357,7 @@ impl Drop for ScratchDatabase {
         );
         let cleanup = async move {
             if let Err(e) = drop_database(&admin, limit, &name, budget).await {
-                tracing::warn!(database = %name, error = %e, "could not drop scratch database; the next run drops it");
+                tracing::debug!(database = %name, error = %e, "could not drop scratch database; the next run drops it");
             }
             live().remove(&name);
         };

@@ -74,9 +74,9 @@ database:
     let expected: Vec<(String, String)> = [
         (format!("{db0}.name"), "`Main DB` is not a valid name: use 1 to 64 lowercase letters, digits, `_` and `-`"),
         (format!("{db0}.host"), "give either `dsn` or the connection parts, not both"),
-        (format!("{db0}.statement_timeout"), "must be greater than 0s"),
+        (format!("{db0}.statement_timeout"), "0s is out of range 1ms..=1day"),
         (format!("{db0}.pool.size"), "must be at least 1"),
-        (format!("{db0}.pool.acquire_timeout"), "must be greater than 0s"),
+        (format!("{db0}.pool.acquire_timeout"), "0s is out of range 1ms..=1day"),
         (format!("{db0}.schema.file"), "give the expected schema either in `file` or inline (`extensions`, `schemas`), not both"),
         (format!("{db0}.schema.schemas.chat.tables.t.primary_key"), "column `b` is not among the table's columns"),
         (format!("{db0}.schema.file"), "expected schema /nonexistent/expected.yaml: cannot read it: No such file or directory (os error 2)"),
