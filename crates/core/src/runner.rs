@@ -348,9 +348,10 @@ impl Suite {
 
         let mut set = JoinSet::new();
         let mut index_of = HashMap::with_capacity(b.checks.len());
-        for (i, (tester, check)) in b.checks.into_iter().enumerate() {
+        let turns = turns(b.checks.len());
+        for (i, ((tester, check), turn)) in b.checks.into_iter().zip(turns).enumerate() {
             let shared = shared.clone();
-            let handle = set.spawn(execute(check, tester, shared));
+            let handle = set.spawn(execute(check, tester, shared, turn));
             index_of.insert(handle.id(), i);
         }
 
@@ -443,13 +444,45 @@ fn cancelled_message(shared: &Shared) -> String {
     format!("cancelled before finishing: {reason}")
 }
 
-async fn execute(check: Arc<dyn Check>, tester: String, shared: Arc<Shared>) -> TestResult {
-    // Exclusive resources first (in key order, so two checks never wait on each other), then a
-    // concurrency slot: a check waiting for a resource holds no slot.
-    let held = lock_resources(&*check, &shared).await;
-    let acquired = match held {
-        Some(_) => acquire(&shared).await,
+/// A check's place in the plan: it may queue for a concurrency slot once the check before it
+/// has queued (`mine`), and lets the next one queue once it has (`next`). Checks therefore take
+/// slots in plan order: with `concurrency: 1` they run exactly in plan order.
+struct Turn {
+    mine: tokio::sync::oneshot::Receiver<()>,
+    next: tokio::sync::oneshot::Sender<()>,
+}
+
+/// One [`Turn`] per check, chained in plan order.
+fn turns(n: usize) -> Vec<Turn> {
+    let (first_tx, mut prev_rx) = tokio::sync::oneshot::channel();
+    let _ = first_tx.send(());
+    (0..n)
+        .map(|_| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            Turn {
+                mine: std::mem::replace(&mut prev_rx, rx),
+                next: tx,
+            }
+        })
+        .collect()
+}
+
+async fn execute(
+    check: Arc<dyn Check>,
+    tester: String,
+    shared: Arc<Shared>,
+    turn: Turn,
+) -> TestResult {
+    // A concurrency slot in plan order, then the exclusive resources (in key order, so two
+    // checks never wait on each other; a holder always has its slot and runs to the end).
+    let permit = acquire_in_turn(&shared, turn).await;
+    let held = match permit {
+        Some(_) => lock_resources(&*check, &shared).await,
         None => None,
+    };
+    let acquired = match (permit, held) {
+        (Some(p), Some(locks)) => Some((p, locks)),
+        _ => None,
     };
     let (outcome, duration, attempts, details) = match acquired {
         None => (
@@ -578,14 +611,34 @@ async fn lock_resources(
     Some(held)
 }
 
-async fn acquire(shared: &Shared) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if shared.cancel.is_cancelled() {
-        return None;
-    }
+/// Waits for this check's turn, queues for a slot (the semaphore serves its queue in order),
+/// lets the next check queue, then waits for the slot; `None` when the run is cancelled first.
+async fn acquire_in_turn(shared: &Shared, turn: Turn) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let Turn { mine, next } = turn;
+    // A predecessor that ended without signalling (its task failed) still lets us go.
     tokio::select! {
         biased;
-        _ = shared.cancel.cancelled() => None,
-        p = shared.semaphore.clone().acquire_owned() => p.ok(),
+        _ = shared.cancel.cancelled() => {
+            let _ = next.send(());
+            return None;
+        }
+        _ = mine => {}
+    }
+    if shared.cancel.is_cancelled() {
+        let _ = next.send(());
+        return None;
+    }
+    let mut slot = std::pin::pin!(shared.semaphore.clone().acquire_owned());
+    // The first poll takes a free slot or joins the semaphore's queue.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(slot.as_mut().poll(cx))).await;
+    let _ = next.send(());
+    match first {
+        std::task::Poll::Ready(p) => p.ok(),
+        std::task::Poll::Pending => tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => None,
+            p = &mut slot => p.ok(),
+        },
     }
 }
 

@@ -625,3 +625,27 @@ async fn run_one_runs_the_removals_and_names_leftovers_in_the_details() {
         serde_json::json!(["table citadel_itest_x on db (created by t.one): refused"])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_take_slots_in_plan_order() {
+    for _ in 0..20 {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut b = Suite::builder().concurrency(1);
+        for i in 0..6 {
+            let order = order.clone();
+            b = b.check(
+                "t",
+                check_fn(format!("t.c{i}"), Category::Operations, move |_| {
+                    let order = order.clone();
+                    async move {
+                        order.lock().unwrap().push(i);
+                        Ok(Outcome::passed())
+                    }
+                })
+                .boxed(),
+            );
+        }
+        b.build().run(Vec::new()).await;
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4, 5]);
+    }
+}

@@ -589,6 +589,6 @@ fn migrations_take_a_directory_or_a_map_with_options() {
     let (_, problems) = load(&format!("{{ dir: {d}, cleanup_timeout: 0s }}"));
     assert_eq!(
         problems,
-        ["database.databases[0].schema.migrations.cleanup_timeout: must be greater than 0s"]
+        ["database.databases[0].schema.migrations.cleanup_timeout: 0s is out of range 1ms..=1day"]
     );
 }
