@@ -1,0 +1,516 @@
+//! Reading a streamed completion: per-event arrival times, content, token count, and how the
+//! stream ended.
+
+use std::fmt;
+use std::time::Duration;
+
+use citadel_itest_core::http::{excerpt, fmt_size, parse_json};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use tokio::time::{Instant, timeout_at};
+
+use crate::client::{header_text, transport_words};
+use crate::error::{ApiError, humantime_ms};
+use crate::sse::{SseEvent, SseParser};
+use crate::types::{StreamChunk, Usage};
+
+/// The bounds of one stream. [`StreamLimits::default`] suits a test of a model server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamLimits {
+    /// The most bytes of one event (its `data` lines and any line being read): 1 MiB.
+    pub max_event_bytes: usize,
+    /// The most bytes of the whole stream: 64 MiB.
+    pub max_total_bytes: usize,
+    /// The most bytes of content kept in [`StreamReport::content`]: 1 MiB. Content past it is
+    /// still counted, not kept ([`StreamReport::content_truncated`]).
+    pub max_content_bytes: usize,
+    /// The most inter-token gaps kept in [`Gaps::kept`]: 100 000. Later gaps still count in
+    /// the summary.
+    pub max_kept_gaps: usize,
+    /// A stream is stalled when no event arrives within this (also the wait for the response
+    /// head): 30 s.
+    pub stall: Duration,
+    /// The whole stream, from sending the request to its end: 5 min.
+    pub max_duration: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            max_event_bytes: 1024 * 1024,
+            max_total_bytes: 64 * 1024 * 1024,
+            max_content_bytes: 1024 * 1024,
+            max_kept_gaps: 100_000,
+            stall: Duration::from_secs(30),
+            max_duration: Duration::from_secs(300),
+        }
+    }
+}
+
+impl StreamLimits {
+    /// Set [`StreamLimits::stall`].
+    pub fn stall(mut self, d: Duration) -> Self {
+        self.stall = d;
+        self
+    }
+
+    /// Set [`StreamLimits::max_duration`].
+    pub fn max_duration(mut self, d: Duration) -> Self {
+        self.max_duration = d;
+        self
+    }
+
+    /// Set [`StreamLimits::max_event_bytes`].
+    pub fn max_event_bytes(mut self, n: usize) -> Self {
+        self.max_event_bytes = n;
+        self
+    }
+
+    /// Set [`StreamLimits::max_total_bytes`].
+    pub fn max_total_bytes(mut self, n: usize) -> Self {
+        self.max_total_bytes = n;
+        self
+    }
+
+    /// Set [`StreamLimits::max_content_bytes`].
+    pub fn max_content_bytes(mut self, n: usize) -> Self {
+        self.max_content_bytes = n;
+        self
+    }
+
+    /// Set [`StreamLimits::max_kept_gaps`].
+    pub fn max_kept_gaps(mut self, n: usize) -> Self {
+        self.max_kept_gaps = n;
+        self
+    }
+}
+
+/// How a stream ended. Only [`StreamEnd::Done`] is a success.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamEnd {
+    /// `data: [DONE]` arrived and no in-band error before it.
+    #[error("stream ended with [DONE]")]
+    Done,
+    /// A `data: {"error":{...}}` event (or an `event: error`) arrived.
+    #[error("stream carried an in-band error at event {event}: {error}")]
+    InBandError {
+        /// Which `data` event (1-based).
+        event: u64,
+        /// The error.
+        error: ApiError,
+    },
+    /// A `data` event is not a JSON chunk of the expected shape.
+    #[error("stream chunk {event} is malformed ({reason}): {excerpt}")]
+    Malformed {
+        /// Which `data` event (1-based).
+        event: u64,
+        /// What is wrong: `not JSON (...)`, `` `choices` is missing ``, ...
+        reason: String,
+        /// The start of the event's data, one line.
+        excerpt: String,
+    },
+    /// The connection ended (cleanly or not) before `[DONE]`.
+    #[error("stream cut off after {events} events without [DONE]{}", detail_suffix(.detail))]
+    CutOff {
+        /// `data` events received.
+        events: u64,
+        /// What the transport said, or that an event was left unfinished.
+        detail: Option<String>,
+    },
+    /// No event within [`StreamLimits::stall`].
+    #[error("stream stalled: no event within {} after {events} events", humantime_ms(*within))]
+    Stalled {
+        /// The stall bound.
+        within: Duration,
+        /// `data` events received.
+        events: u64,
+    },
+    /// One event or the whole stream passed its byte cap.
+    #[error("stream too large: {what} over {} after {events} events", fmt_size(*limit))]
+    TooLarge {
+        /// `one event` or `the stream`.
+        what: &'static str,
+        /// The cap in bytes.
+        limit: usize,
+        /// `data` events received.
+        events: u64,
+    },
+    /// The stream did not end within [`StreamLimits::max_duration`].
+    #[error("stream not finished within {} ({events} events)", humantime_ms(*within))]
+    TimedOut {
+        /// The time allowed.
+        within: Duration,
+        /// `data` events received.
+        events: u64,
+    },
+}
+
+fn detail_suffix(detail: &Option<String>) -> String {
+    detail.as_ref().map_or(String::new(), |d| format!(": {d}"))
+}
+
+impl StreamEnd {
+    /// True only for [`StreamEnd::Done`].
+    pub fn is_success(&self) -> bool {
+        matches!(self, StreamEnd::Done)
+    }
+
+    /// A short name of the class: `done`, `in-band error`, `malformed`, `cut off`, `stalled`,
+    /// `too large`, `timed out`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            StreamEnd::Done => "done",
+            StreamEnd::InBandError { .. } => "in-band error",
+            StreamEnd::Malformed { .. } => "malformed",
+            StreamEnd::CutOff { .. } => "cut off",
+            StreamEnd::Stalled { .. } => "stalled",
+            StreamEnd::TooLarge { .. } => "too large",
+            StreamEnd::TimedOut { .. } => "timed out",
+        }
+    }
+}
+
+/// The completion token count of a stream, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenCount {
+    /// `usage.completion_tokens` of the stream's `usage` chunk.
+    Usage(u64),
+    /// No `usage` chunk: the number of chunks that carried content (an estimate; one chunk
+    /// may hold several tokens).
+    ContentChunks(u64),
+}
+
+impl TokenCount {
+    /// The number, whatever its source.
+    pub fn value(&self) -> u64 {
+        match self {
+            TokenCount::Usage(n) | TokenCount::ContentChunks(n) => *n,
+        }
+    }
+}
+
+impl fmt::Display for TokenCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenCount::Usage(n) => write!(f, "{n} tokens (usage)"),
+            TokenCount::ContentChunks(n) => write!(f, "{n} content chunks (no usage chunk)"),
+        }
+    }
+}
+
+/// Inter-token gaps: the time between consecutive content-bearing chunks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Gaps {
+    /// The first [`StreamLimits::max_kept_gaps`] gaps, in order.
+    pub kept: Vec<Duration>,
+    /// How many gaps there were in all.
+    pub count: u64,
+    /// The longest.
+    pub max: Duration,
+    /// Their sum.
+    pub total: Duration,
+}
+
+impl Gaps {
+    /// The mean gap, if there is one.
+    pub fn mean(&self) -> Option<Duration> {
+        if self.count == 0 {
+            return None;
+        }
+        let n = u32::try_from(self.count).unwrap_or(u32::MAX);
+        Some(self.total / n)
+    }
+
+    fn add(&mut self, gap: Duration, keep: usize) {
+        if self.kept.len() < keep {
+            self.kept.push(gap);
+        }
+        self.count += 1;
+        self.max = self.max.max(gap);
+        self.total = self.total.saturating_add(gap);
+    }
+}
+
+/// What reading one stream found.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StreamReport {
+    /// The status; `None` when no response head came ([`StreamEnd::Stalled`] after 0
+    /// events).
+    pub status: Option<StatusCode>,
+    /// The response headers (empty without a head).
+    pub headers: HeaderMap,
+    /// How it ended.
+    pub end: StreamEnd,
+    /// From sending the request to the response head.
+    pub head: Option<Duration>,
+    /// Time to first token: from sending the request to the first chunk that carries content.
+    pub ttft: Option<Duration>,
+    /// Gaps between consecutive content-bearing chunks.
+    pub gaps: Gaps,
+    /// End to end: from sending the request to the end of the stream (whatever the end).
+    pub total: Duration,
+    /// The content of choice 0, at most [`StreamLimits::max_content_bytes`].
+    pub content: String,
+    /// Content was dropped because of [`StreamLimits::max_content_bytes`].
+    pub content_truncated: bool,
+    /// The token count and its source.
+    pub tokens: TokenCount,
+    /// The `usage` chunk, when there was one.
+    pub usage: Option<Usage>,
+    /// The `finish_reason` of choice 0, when given.
+    pub finish_reason: Option<String>,
+    /// The `model` of the first chunk that named one.
+    pub model: Option<String>,
+    /// `data` events received (`[DONE]` included).
+    pub events: u64,
+    /// Chunks that carried content, over all choices.
+    pub content_chunks: u64,
+    /// Bytes of the body received.
+    pub bytes: u64,
+}
+
+impl StreamReport {
+    /// True only when the stream ended with `[DONE]` and no in-band error.
+    pub fn is_success(&self) -> bool {
+        self.end.is_success()
+    }
+
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_text(&self.headers, name)
+    }
+
+    pub(crate) fn stalled_before_head(started: Instant, limits: &StreamLimits) -> Self {
+        let mut report = Self::empty(None, HeaderMap::new());
+        report.end = StreamEnd::Stalled {
+            within: limits.stall,
+            events: 0,
+        };
+        report.total = started.elapsed();
+        report
+    }
+
+    fn empty(status: Option<StatusCode>, headers: HeaderMap) -> Self {
+        StreamReport {
+            status,
+            headers,
+            end: StreamEnd::Done,
+            head: None,
+            ttft: None,
+            gaps: Gaps::default(),
+            total: Duration::ZERO,
+            content: String::new(),
+            content_truncated: false,
+            tokens: TokenCount::ContentChunks(0),
+            usage: None,
+            finish_reason: None,
+            model: None,
+            events: 0,
+            content_chunks: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// Read a streaming `response` to its end within `limits`; `started` is when the request was
+/// sent (TTFT and the total are measured from it). Never fails: how the stream ended is in
+/// [`StreamReport::end`]. Holds at most one event, the kept content and the kept gaps.
+pub async fn read_stream(
+    mut response: reqwest::Response,
+    started: Instant,
+    limits: &StreamLimits,
+) -> StreamReport {
+    let mut report = StreamReport::empty(Some(response.status()), response.headers().clone());
+    report.head = Some(started.elapsed());
+    let mut reader = Reader {
+        limits: *limits,
+        parser: SseParser::new(limits.max_event_bytes),
+        last_content: None,
+        report,
+    };
+    let hard_deadline = started + limits.max_duration;
+    let mut last_event = Instant::now();
+    let mut events = Vec::new();
+    let end = loop {
+        let stall_deadline = last_event + limits.stall;
+        let deadline = stall_deadline.min(hard_deadline);
+        let chunk = match timeout_at(deadline, response.chunk()).await {
+            Err(_) => break reader.timed_out(stall_deadline <= hard_deadline),
+            Ok(Err(e)) if e.is_timeout() => break reader.timed_out(false),
+            Ok(Err(e)) => {
+                break StreamEnd::CutOff {
+                    events: reader.report.events,
+                    detail: Some(transport_words(e)),
+                };
+            }
+            Ok(Ok(None)) => {
+                let detail = reader
+                    .parser
+                    .has_partial_event()
+                    .then(|| "the last event was not finished".to_string());
+                break StreamEnd::CutOff {
+                    events: reader.report.events,
+                    detail,
+                };
+            }
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        let now = Instant::now();
+        reader.report.bytes += chunk.len() as u64;
+        if reader.report.bytes > limits.max_total_bytes as u64 {
+            break StreamEnd::TooLarge {
+                what: "the stream",
+                limit: limits.max_total_bytes,
+                events: reader.report.events,
+            };
+        }
+        events.clear();
+        let pushed = reader.parser.push(&chunk, &mut events);
+        let before = reader.report.events;
+        if let Some(end) = events.drain(..).find_map(|e| reader.event(e, now, started)) {
+            break end;
+        }
+        if reader.report.events > before {
+            last_event = now;
+        }
+        if pushed.is_err() {
+            break StreamEnd::TooLarge {
+                what: "one event",
+                limit: limits.max_event_bytes,
+                events: reader.report.events,
+            };
+        }
+    };
+    let mut report = reader.report;
+    report.end = end;
+    report.total = started.elapsed();
+    report
+}
+
+struct Reader {
+    limits: StreamLimits,
+    parser: SseParser,
+    last_content: Option<Instant>,
+    report: StreamReport,
+}
+
+impl Reader {
+    fn timed_out(&self, stalled: bool) -> StreamEnd {
+        if stalled {
+            StreamEnd::Stalled {
+                within: self.limits.stall,
+                events: self.report.events,
+            }
+        } else {
+            StreamEnd::TimedOut {
+                within: self.limits.max_duration,
+                events: self.report.events,
+            }
+        }
+    }
+
+    /// Take one event; `Some` when it ends the stream.
+    fn event(&mut self, event: SseEvent, at: Instant, started: Instant) -> Option<StreamEnd> {
+        self.report.events += 1;
+        let n = self.report.events;
+        let data = event.data.as_slice();
+        if event.event.is_none() && data == b"[DONE]" {
+            return Some(StreamEnd::Done);
+        }
+        let value: serde_json::Value = match serde_json::from_slice(data) {
+            Ok(v) => v,
+            Err(e) => {
+                if event.event.as_deref() == Some("error") {
+                    return Some(in_band(n, None, data));
+                }
+                return Some(StreamEnd::Malformed {
+                    event: n,
+                    reason: format!("not JSON: {}", excerpt(e.to_string().as_bytes())),
+                    excerpt: excerpt(data),
+                });
+            }
+        };
+        if value.get("error").is_some() || event.event.as_deref() == Some("error") {
+            return Some(in_band(n, Some(value), data));
+        }
+        let chunk: StreamChunk = match parse_json(data) {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(StreamEnd::Malformed {
+                    event: n,
+                    reason: e.to_string(),
+                    excerpt: excerpt(data),
+                });
+            }
+        };
+        if self.report.model.is_none() {
+            self.report.model = chunk.model.clone();
+        }
+        if let Some(usage) = chunk.usage {
+            self.report.usage = Some(usage);
+            self.report.tokens = TokenCount::Usage(usage.completion_tokens);
+        }
+        let mut has_content = false;
+        for choice in &chunk.choices {
+            if let Some(text) = choice.content().filter(|t| !t.is_empty()) {
+                has_content = true;
+                self.report.content_chunks += 1;
+                if choice.index == 0 {
+                    self.keep_content(text);
+                }
+            }
+            if choice.index == 0 && choice.finish_reason.is_some() {
+                self.report.finish_reason = choice.finish_reason.clone();
+            }
+        }
+        if has_content {
+            match self.last_content {
+                None => self.report.ttft = Some(at.saturating_duration_since(started)),
+                Some(last) => self.report.gaps.add(
+                    at.saturating_duration_since(last),
+                    self.limits.max_kept_gaps,
+                ),
+            }
+            self.last_content = Some(at);
+            if self.report.usage.is_none() {
+                self.report.tokens = TokenCount::ContentChunks(self.report.content_chunks);
+            }
+        }
+        None
+    }
+
+    fn keep_content(&mut self, text: &str) {
+        let room = self
+            .limits
+            .max_content_bytes
+            .saturating_sub(self.report.content.len());
+        if text.len() <= room {
+            self.report.content.push_str(text);
+            return;
+        }
+        let mut cut = room;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.report.content.push_str(&text[..cut]);
+        self.report.content_truncated = true;
+    }
+}
+
+fn in_band(event: u64, value: Option<serde_json::Value>, data: &[u8]) -> StreamEnd {
+    let error = value
+        .and_then(|v| ApiError::from_value(None, v))
+        .unwrap_or_else(|| ApiError {
+            status: None,
+            message: excerpt(data),
+            kind: None,
+            param: None,
+            code: None,
+        });
+    StreamEnd::InBandError { event, error }
+}
