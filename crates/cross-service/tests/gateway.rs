@@ -1,0 +1,107 @@
+//! Every gateway check against a real nginx in front of three model server fixtures: all pass on
+//! the healthy stack; load balancing fails on undeclared weights; streams fail on each fault.
+
+mod common;
+
+use std::time::Duration;
+
+use citadel_itest_core::Status;
+use citadel_itest_cross_service::{Aspect, StickyConfig};
+use citadel_itest_testkit::Faults;
+use common::{Stack, assert_status, message, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_check_passes_on_the_healthy_stack() {
+    let stack = Stack::start_with([1, 1, 1], |b| {
+        b.upstream_directive("hash $http_x_session_id consistent;")
+    })
+    .await;
+    let mut gw = stack.config([1, 1, 1]);
+    gw.load_balancing.sticky = Some(StickyConfig::new("x-session-id"));
+    for aspect in Aspect::ALL {
+        if aspect == Aspect::LoadBalancing {
+            continue; // hashing, not round robin, on this gateway: see the next test
+        }
+        let r = run(&gw, aspect).await;
+        assert_status(&r, Status::Passed);
+        eprintln!("{}: {:?} {:?}", r.id, r.outcome.measurements(), r.details);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_passes_every_check_and_fits_equal_weights() {
+    let stack = Stack::start([1, 1, 1]).await;
+    let gw = stack.config([1, 1, 1]);
+    for aspect in Aspect::ALL {
+        let r = run(&gw, aspect).await;
+        if aspect == Aspect::Stickiness {
+            assert_status(&r, Status::Skipped);
+            continue;
+        }
+        assert_status(&r, Status::Passed);
+        eprintln!("{}: {:?}", r.id, r.outcome.measurements());
+    }
+    let r = run(&gw, Aspect::LoadBalancing).await;
+    let p = r.measurement("p_value").and_then(|m| m.value).unwrap();
+    assert!(p >= 0.01, "{p}");
+    for id in common::IDS {
+        let share = r
+            .measurement(&format!("share_{id}"))
+            .and_then(|m| m.value)
+            .unwrap();
+        assert!((share - 1.0 / 3.0).abs() < 0.05, "{id}: {share}");
+    }
+    // Stickiness fails on a round-robin gateway that is said to be sticky.
+    let mut sticky = gw.clone();
+    sticky.load_balancing.sticky = Some(StickyConfig::new("x-session-id"));
+    let r = run(&sticky, Aspect::Stickiness).await;
+    assert_status(&r, Status::Failed);
+    assert!(message(&r).contains("is not sticky"), "{}", message(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeclared_skewed_weights_fail_and_declared_ones_pass() {
+    let stack = Stack::start([5, 1, 1]).await;
+    let r = run(&stack.config([1, 1, 1]), Aspect::LoadBalancing).await;
+    assert_status(&r, Status::Failed);
+    let m = message(&r);
+    assert!(
+        m.contains("does not fit the configured weights")
+            && m.contains("model-a")
+            && m.contains("p = "),
+        "{m}"
+    );
+    assert!(r.details.contains_key("p_value") && r.details.contains_key("chi_square"));
+    let r = run(&stack.config([5, 1, 1]), Aspect::LoadBalancing).await;
+    assert_status(&r, Status::Passed);
+    let share = r
+        .measurement("share_model-a")
+        .and_then(|m| m.value)
+        .unwrap();
+    assert!((share - 5.0 / 7.0).abs() < 0.05, "{share}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_fail_on_each_fixture_fault_naming_it() {
+    let stack = Stack::start([1, 1, 1]).await;
+    let mut gw = stack.config([1, 1, 1]);
+    gw.round_trip.stall = Duration::from_millis(500);
+    for (faults, words) in [
+        (Faults::none().with_cut_after(3), "cut off"),
+        (Faults::none().with_sse_error_after(2), "in-band error"),
+        (Faults::none().with_stall(Duration::from_secs(3)), "stalled"),
+    ] {
+        for b in &stack.backends {
+            b.set_faults(faults.clone()).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let r = run(&gw, Aspect::Streaming).await;
+        assert_status(&r, Status::Failed);
+        assert!(message(&r).contains(words), "{words}: {}", message(&r));
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    for b in &stack.backends {
+        b.clear_faults();
+    }
+    assert_status(&run(&gw, Aspect::Streaming).await, Status::Passed);
+}
