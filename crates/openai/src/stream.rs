@@ -272,6 +272,9 @@ pub struct StreamReport {
     pub content_chunks: u64,
     /// Bytes of the body received.
     pub bytes: u64,
+    /// Pieces the body arrived in (one per read of the connection; at least one per TCP
+    /// segment that arrived alone).
+    pub reads: u64,
 }
 
 impl StreamReport {
@@ -313,6 +316,7 @@ impl StreamReport {
             events: 0,
             content_chunks: 0,
             bytes: 0,
+            reads: 0,
         }
     }
 }
@@ -362,6 +366,7 @@ pub async fn read_stream(
         };
         let now = Instant::now();
         reader.report.bytes += chunk.len() as u64;
+        reader.report.reads += 1;
         if reader.report.bytes > limits.max_total_bytes as u64 {
             break StreamEnd::TooLarge {
                 what: "the stream",
