@@ -51,6 +51,9 @@ pub use citadel_itest_database as database;
 /// The `external_api` tester (feature `external-api`).
 #[cfg(feature = "external-api")]
 pub use citadel_itest_external_api as external_api;
+/// The `cross_service` tester (feature `cross-service`).
+#[cfg(feature = "cross-service")]
+pub use citadel_itest_cross_service as cross_service;
 
 /// The README's code blocks, compiled as doctests so they stay true.
 #[cfg(doctest)]
@@ -98,6 +101,14 @@ pub fn registry() -> Vec<TesterEntry> {
         section: "external_api",
         build: |c, run_id, p| {
             citadel_itest_external_api::from_config(c, p)
+                .map(|t| Box::new(t.run_id(run_id)) as Box<dyn IntegrationTester>)
+        },
+    });
+    #[cfg(feature = "cross-service")]
+    entries.push(TesterEntry {
+        section: "cross_service",
+        build: |c, run_id, p| {
+            citadel_itest_cross_service::from_config(c, p)
                 .map(|t| Box::new(t.run_id(run_id)) as Box<dyn IntegrationTester>)
         },
     });
