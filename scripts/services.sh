@@ -187,6 +187,10 @@ http {
   }
   server {
     listen 127.0.0.1:$GW_PORT;
+    # Like Citadel's gateway, bodies over 1 MiB get an OpenAI-format 413, not nginx's HTML page.
+    client_max_body_size 1m;
+    error_page 413 = @openai_413;
+    location @openai_413 { default_type application/json; return 413 '{"error":{"message":"Request body too large.","type":"invalid_request_error","param":null,"code":"request_too_large"}}'; }
     location = /health { default_type application/json; return 200 '{"status":"ok"}'; }
     location / {
       proxy_pass http://models;

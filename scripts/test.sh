@@ -17,7 +17,7 @@ fi
 cargo test --workspace --all-features --doc
 
 # A consumer embedding one tester compiles only that tester: every feature set on its own builds.
-for features in "" basic database database-local-scratch external-api; do
+for features in "" basic database database-local-scratch external-api cross-service; do
   cargo check --quiet -p citadel-itest --lib --no-default-features ${features:+--features "$features"}
 done
 for features in postgres qdrant prometheus; do
