@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use citadel_itest_basic::{HealthCheck, TargetConfig};
 use citadel_itest_core::http::DEFAULT_MAX_BODY;
 use citadel_itest_core::{ErrorKind, Outcome, Status, TestResult, run_one};
-use common::lying::{LyingServer, Reply};
+use citadel_itest_testkit::lying::{LyingServer, Reply};
 use common::{reset_peak_rss, rss_kib};
 
 const LIMIT: Duration = Duration::from_millis(200);

@@ -5,8 +5,6 @@
 //! check ends within its budget plus a second, and a cancelled check returns within a second.
 
 mod common;
-#[path = "common/lying.rs"]
-mod lying_server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,9 +16,9 @@ use citadel_itest_external_api::{
     Aspect, ExternalApiConfig, PostgresCheck, PostgresTarget, PrometheusCheck, PrometheusTarget,
     QdrantCheck, QdrantTarget, SslMode,
 };
+use citadel_itest_testkit::lying::{LyingServer, Reply, Request};
 use citadel_itest_testkit::{HangingListener, Postgres, QdrantServer, closed_port};
 use common::*;
-use lying_server::{LyingServer, Reply, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;

@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod lying;
 #[cfg(feature = "models")]
 pub mod model;
 pub mod net;
@@ -49,6 +50,7 @@ pub mod prometheus;
 pub mod qdrant;
 
 pub use error::{ErrorKind, TestkitError};
+pub use lying::LyingServer;
 #[cfg(feature = "models")]
 pub use model::{Faults, ModelServer, ModelServerBuilder};
 pub use net::{HangingListener, closed_port};

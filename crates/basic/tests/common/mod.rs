@@ -1,10 +1,7 @@
-//! Helpers shared by the basic tester's tests: a small misbehaving HTTP server on loopback and
-//! the process's peak memory.
+//! Helpers shared by the basic tester's tests: the process's peak memory (the misbehaving HTTP
+//! server is testkit's `lying::LyingServer`).
 
 #![allow(dead_code, unreachable_pub)]
-
-pub mod lying;
-
 /// The process's resident set size and its peak, in KiB, from `/proc/self/status`.
 pub fn rss_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
