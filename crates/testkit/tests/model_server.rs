@@ -1831,3 +1831,79 @@ async fn completed_requests_are_logged_in_postgres() {
         .unwrap_err();
     assert!(err.to_string().contains("database url"), "{err}");
 }
+
+#[tokio::test]
+async fn the_malformed_fault_slips_one_non_json_chunk_into_a_finished_stream() {
+    let server = start(ModelServer::builder()).await;
+    let mut streaming = chat_body("malformed");
+    streaming["stream"] = json!(true);
+
+    // Per request: the role chunk and one token, then a chunk that is not JSON, then the rest
+    // of the stream as usual, [DONE] included.
+    let healthy = stream(&server, "/v1/chat/completions", &streaming, None).await;
+    let s = stream(
+        &server,
+        "/v1/chat/completions",
+        &streaming,
+        Some("malformed"),
+    )
+    .await;
+    assert!(s.error.is_none(), "the stream ends cleanly: {:?}", s.error);
+    assert!(s.ends_with_done());
+    assert_eq!(s.events.len(), healthy.events.len() + 1);
+    let bad = &s.events[2].data;
+    assert!(
+        serde_json::from_str::<Value>(bad).is_err(),
+        "not JSON: {bad}"
+    );
+    assert!(bad.starts_with('{'), "a chunk cut in half: {bad}");
+    let good: String = s
+        .events
+        .iter()
+        .filter(|e| e.data != "[DONE]" && serde_json::from_str::<Value>(&e.data).is_ok())
+        .filter_map(Event::content)
+        .collect();
+    assert_eq!(good, healthy.text(), "no content lost or added");
+
+    // It counts as a data event for `cut`.
+    let s = stream(
+        &server,
+        "/v1/chat/completions",
+        &streaming,
+        Some("malformed:1,cut:2"),
+    )
+    .await;
+    assert_eq!(s.events.len(), 2);
+    assert!(serde_json::from_str::<Value>(&s.events[1].data).is_err());
+    assert!(s.error.is_some());
+
+    // Text completions get it too.
+    let text = json!({"model": "fixture-chat", "prompt": "x", "stream": true});
+    let s = stream(&server, "/v1/completions", &text, Some("malformed:0")).await;
+    assert!(serde_json::from_str::<Value>(&s.events[0].data).is_err());
+    assert!(s.ends_with_done());
+
+    // Server-wide through the control endpoint, in its JSON form, and counted in /metrics.
+    let faults_url = format!("{}/fixture/faults", server.url());
+    let set = http()
+        .post(&faults_url)
+        .json(&json!({"malformed_after": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    assert_eq!(json_of(set).await["malformed_after"], 3);
+    assert_eq!(server.faults().malformed_after, Some(3));
+    let s = stream(&server, "/v1/chat/completions", &streaming, None).await;
+    assert!(serde_json::from_str::<Value>(&s.events[3].data).is_err());
+    assert_eq!(server.faults().to_string(), "malformed:3");
+    let scraped = scrape(&server).await;
+    assert_eq!(
+        value(
+            &scraped,
+            "fixture_faults_injected_total",
+            &[("fault", "malformed")]
+        ),
+        4.0
+    );
+}

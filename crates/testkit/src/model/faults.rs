@@ -16,7 +16,8 @@ const MAX_FAULT_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// after authentication: `unavailable` (503), `rate_limit` (429 with `Retry-After`), then, once
 /// the request is known to be valid, `error_rate` (500). A `stall` then delays the whole
 /// response (headers included). `cut_after`, `sse_error_after` and `slow_itl` shape streams
-/// (`slow_itl` also lengthens a non-streaming answer).
+/// (`slow_itl` also lengthens a non-streaming answer), and `malformed_after` slips a chunk that
+/// is not JSON into a stream that otherwise goes on to `[DONE]`.
 ///
 /// Set them at start ([`ModelServerBuilder::faults`](super::ModelServerBuilder::faults)), at run
 /// time ([`ModelServer::set_faults`](super::ModelServer::set_faults) or `POST /fixture/faults`),
@@ -41,6 +42,7 @@ const MAX_FAULT_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// | `cut:3` | end a stream after 3 `data:` events by dropping the connection: no `[DONE]`, no final chunk of the chunked encoding |
 /// | `sse_error`, `sse_error:2` | after 2 (default) `data:` events, send `data: {"error":{...}}` and end the stream cleanly, without `[DONE]` |
 /// | `slow:50ms` | use that inter-token delay instead of the configured one |
+/// | `malformed`, `malformed:2` | after 2 (default) `data:` events, send one `data:` event that is not JSON (a chunk cut in the middle), then go on with the rest of the stream and `[DONE]` |
 /// | `none` | no fault (an empty string too) |
 ///
 /// Durations are a number and a unit: `us`, `ms`, `s` or `m` (`1.5s` is fine).
@@ -63,6 +65,9 @@ pub struct Faults {
     pub sse_error_after: Option<u32>,
     /// Inter-token delay to use instead of the configured one.
     pub slow_itl: Option<Duration>,
+    /// After this many `data:` events, send one `data:` event that is not JSON, then the
+    /// rest of the stream as usual (`[DONE]` included).
+    pub malformed_after: Option<u32>,
 }
 
 impl Faults {
@@ -118,6 +123,12 @@ impl Faults {
         self
     }
 
+    /// Sets [`Faults::malformed_after`].
+    pub fn with_malformed_after(mut self, events: u32) -> Self {
+        self.malformed_after = Some(events);
+        self
+    }
+
     /// Checks the values are usable: a rate in `[0, 1]`, durations of at most a day.
     pub(crate) fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.error_rate) {
@@ -152,6 +163,7 @@ impl Faults {
             cut_after: other.cut_after.or(self.cut_after),
             sse_error_after: other.sse_error_after.or(self.sse_error_after),
             slow_itl: other.slow_itl.or(self.slow_itl),
+            malformed_after: other.malformed_after.or(self.malformed_after),
         }
     }
 
@@ -205,6 +217,11 @@ impl FromStr for Faults {
                     faults.sse_error_after =
                         Some(n.parse().map_err(|_| bad("expected a number of events"))?);
                 }
+                ("malformed", None) => faults.malformed_after = Some(2),
+                ("malformed", Some(n)) => {
+                    faults.malformed_after =
+                        Some(n.parse().map_err(|_| bad("expected a number of events"))?);
+                }
                 ("stall" | "slow", None) => {
                     return Err(bad("needs a duration, e.g. `stall:500ms`"));
                 }
@@ -213,7 +230,7 @@ impl FromStr for Faults {
                 _ => {
                     return Err(bad(
                         "unknown fault (known: error, rate_limit, unavailable, stall, cut, \
-                         sse_error, slow, none)",
+                         sse_error, slow, malformed, none)",
                     ));
                 }
             }
@@ -248,6 +265,9 @@ impl fmt::Display for Faults {
         }
         if let Some(d) = self.slow_itl {
             items.push(format!("slow:{}", format_duration(d)));
+        }
+        if let Some(n) = self.malformed_after {
+            items.push(format!("malformed:{n}"));
         }
         if items.is_empty() {
             f.write_str("none")
@@ -316,6 +336,8 @@ pub(crate) struct FaultsJson {
     sse_error_after: Option<u32>,
     #[serde(default)]
     slow_itl_ms: Option<u64>,
+    #[serde(default)]
+    malformed_after: Option<u32>,
 }
 
 impl From<&Faults> for FaultsJson {
@@ -330,6 +352,7 @@ impl From<&Faults> for FaultsJson {
             cut_after: f.cut_after,
             sse_error_after: f.sse_error_after,
             slow_itl_ms: f.slow_itl.map(ms),
+            malformed_after: f.malformed_after,
         }
     }
 }
@@ -351,6 +374,7 @@ impl TryFrom<FaultsJson> for Faults {
             cut_after: j.cut_after,
             sse_error_after: j.sse_error_after,
             slow_itl: j.slow_itl_ms.map(Duration::from_millis),
+            malformed_after: j.malformed_after,
         };
         faults.validate()?;
         Ok(faults)
@@ -364,7 +388,8 @@ mod tests {
     #[test]
     fn header_syntax_round_trips() {
         let f: Faults =
-            "error:0.5, rate_limit:2s, unavailable, stall:250ms, cut:3, sse_error:1, slow:1500us"
+            "error:0.5, rate_limit:2s, unavailable, stall:250ms, cut:3, sse_error:1, slow:1500us, \
+             malformed:4"
                 .parse()
                 .unwrap();
         assert_eq!(f.error_rate, 0.5);
@@ -374,7 +399,12 @@ mod tests {
         assert_eq!(f.cut_after, Some(3));
         assert_eq!(f.sse_error_after, Some(1));
         assert_eq!(f.slow_itl, Some(Duration::from_micros(1500)));
+        assert_eq!(f.malformed_after, Some(4));
         assert_eq!(f.to_string().parse::<Faults>().unwrap(), f);
+        assert_eq!(
+            "malformed".parse::<Faults>().unwrap().malformed_after,
+            Some(2)
+        );
         assert_eq!("".parse::<Faults>().unwrap(), Faults::none());
         assert_eq!("none".parse::<Faults>().unwrap().to_string(), "none");
         assert_eq!("error".parse::<Faults>().unwrap().error_rate, 1.0);
@@ -398,6 +428,7 @@ mod tests {
             ("stall:25m,slow:99999s", "longer than 24h"),
             ("error:2", "between 0 and 1"),
             ("cut:x", "number of events"),
+            ("malformed:-1", "number of events"),
             ("unavailable:1", "takes no argument"),
         ] {
             let err = input.parse::<Faults>().unwrap_err().to_string();
@@ -409,14 +440,17 @@ mod tests {
     fn json_form_converts_both_ways() {
         let f = Faults::none()
             .with_rate_limit(Duration::from_millis(1500))
-            .with_stall(Duration::from_millis(20));
+            .with_stall(Duration::from_millis(20))
+            .with_malformed_after(3);
         let json = serde_json::to_value(FaultsJson::from(&f)).unwrap();
+        assert_eq!(json["malformed_after"], 3);
         assert_eq!(json["rate_limit"], true);
         assert_eq!(json["retry_after_secs"], 2);
         assert_eq!(json["stall_ms"], 20);
         let back: FaultsJson = serde_json::from_value(json).unwrap();
         let back = Faults::try_from(back).unwrap();
         assert_eq!(back.rate_limit, Some(Duration::from_secs(2)));
+        assert_eq!(back.malformed_after, Some(3));
         assert!(serde_json::from_str::<FaultsJson>(r#"{"stal_ms":1}"#).is_err());
         let bad: FaultsJson = serde_json::from_str(r#"{"error_rate":1.5}"#).unwrap();
         assert!(Faults::try_from(bad).is_err());

@@ -540,6 +540,13 @@ async fn generate_answer(
     }
 
     let mut events = answer.events(&deadlines);
+    if let Some(fault) = stream::insert_malformed(
+        &mut events,
+        deadlines.first().copied().unwrap_or(start),
+        faults.malformed_after,
+    ) {
+        shared.metrics.fault_injected(fault);
+    }
     if let Some(fault) = stream::apply_faults(
         &mut events,
         deadlines.first().copied().unwrap_or(start),

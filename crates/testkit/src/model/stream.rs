@@ -315,6 +315,56 @@ pub(crate) fn apply_faults(
     Some(name)
 }
 
+/// Applies the `malformed_after` fault: after that many `data:` events, one more `data:` event
+/// whose payload is the next chunk cut in half (so not JSON); the rest of the stream follows
+/// unchanged, `[DONE]` included. Run it before [`apply_faults`], which then counts the bad
+/// event as a `data:` event. Returns the fault's name when it took effect.
+pub(crate) fn insert_malformed(
+    events: &mut Vec<Scheduled>,
+    start: Instant,
+    malformed_after: Option<u32>,
+) -> Option<&'static str> {
+    let after = malformed_after? as usize;
+    let mut seen = 0;
+    let mut at = events.len();
+    for (i, e) in events.iter().enumerate() {
+        if matches!(e.event, Event::Data(_)) {
+            if seen == after {
+                at = i;
+                break;
+            }
+            seen += 1;
+        } else {
+            at = i;
+            break;
+        }
+    }
+    // The chunk that would come next (or the last one before), cut in half.
+    let template = events[at..]
+        .iter()
+        .take(1)
+        .chain(events[..at].iter().rev())
+        .find_map(|e| match &e.event {
+            Event::Data(json) => Some(json.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| r#"{"choices":[{"index":0,"delta":{"content":"x"}}]}"#.to_owned());
+    let mut cut = template.len() / 2;
+    while !template.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let when = at.checked_sub(1).map_or(start, |i| events[i].at);
+    events.insert(
+        at,
+        Scheduled {
+            at: when,
+            event: Event::Data(template[..cut].to_owned()),
+            tokens: 0,
+        },
+    );
+    Some("malformed")
+}
+
 fn error_event() -> Event {
     Event::Error(ApiError::server_error().to_json())
 }
@@ -452,6 +502,34 @@ mod tests {
             ),
             "{usage}"
         );
+    }
+
+    #[test]
+    fn malformed_chunk_is_inserted_and_the_stream_goes_on() {
+        let start = Instant::now();
+        let a = answer(Kind::Chat, false);
+        let mut events = a.events(&[start, start, start]);
+        let before = events.len();
+        assert_eq!(
+            insert_malformed(&mut events, start, Some(2)),
+            Some("malformed")
+        );
+        assert_eq!(events.len(), before + 1);
+        let Event::Data(bad) = &events[2].event else {
+            panic!("a data event")
+        };
+        assert!(
+            serde_json::from_str::<serde_json::Value>(bad).is_err(),
+            "{bad}"
+        );
+        assert!(bad.starts_with('{'), "{bad}");
+        assert!(matches!(events.last().unwrap().event, Event::Done));
+        // Past the last data event: just before [DONE].
+        let mut events = a.events(&[start, start, start]);
+        insert_malformed(&mut events, start, Some(100));
+        assert!(matches!(events[events.len() - 2].event, Event::Data(_)));
+        assert!(matches!(events.last().unwrap().event, Event::Done));
+        assert_eq!(insert_malformed(&mut events, start, None), None);
     }
 
     #[test]
