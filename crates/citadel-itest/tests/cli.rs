@@ -1,5 +1,7 @@
 //! The `citadel-itest` binary end to end, against real services from testkit.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -7,32 +9,8 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin;
 use citadel_itest_testkit::{HangingListener, Nginx, closed_port};
+use common::citadel;
 use serde_json::Value;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-fn citadel(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Run {
-    let start = Instant::now();
-    let mut cmd = Command::new(cargo_bin("citadel-itest"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("CITADEL_ITEST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("spawn citadel-itest");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: start.elapsed(),
-    }
-}
 
 fn write_config(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let p = dir.join(name);

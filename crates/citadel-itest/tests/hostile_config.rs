@@ -2,38 +2,15 @@
 //! env and flag; every problem listed at once; strict `.env`; FIFOs and devices as input; no
 //! colour codes in captured logs; and no secret in any output in any form it travels in.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-fn citadel(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Run {
-    let start = Instant::now();
-    let mut cmd = Command::new(cargo_bin("citadel-itest"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("CITADEL_ITEST_LOG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("spawn citadel-itest");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: start.elapsed(),
-    }
-}
+use common::citadel;
 
 const TARGET: &str = "basic:\n  targets:\n    - name: gw\n      url: tcp://127.0.0.1:9\n";
 
