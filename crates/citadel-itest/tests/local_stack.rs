@@ -228,6 +228,28 @@ fn run_demo_suite(pg_password: &str, qdrant_key: &str) {
         assert_eq!(r["status"], "passed", "{r}");
     }
 
+    // cross_service: every gateway check passed (stickiness is not configured: skipped),
+    // with the load-balancing test's figures in the result.
+    let cross = of("cross_service");
+    assert_eq!(cross.len(), 9, "{cross:#?}");
+    for r in &cross {
+        let ok = r["status"] == "passed"
+            || (r["id"] == "cross_service.gateway.stickiness" && r["status"] == "skipped");
+        assert!(ok, "{r}");
+    }
+    let lb = cross
+        .iter()
+        .find(|r| r["id"] == "cross_service.gateway.load_balancing")
+        .unwrap();
+    for key in [
+        "p_value",
+        "chi_square",
+        "observed_shares",
+        "expected_shares",
+    ] {
+        assert!(lb["details"].get(key).is_some(), "no {key} in {lb}");
+    }
+
     // The summary adds up, and the temporary Qdrant collections are gone.
     let s = &report["summary"];
     assert_eq!(s["total"].as_u64().unwrap() as usize, results.len());
