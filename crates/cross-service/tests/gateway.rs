@@ -65,6 +65,7 @@ async fn undeclared_skewed_weights_fail_and_declared_ones_pass() {
     let r = run(&stack.config([1, 1, 1]), Aspect::LoadBalancing).await;
     assert_status(&r, Status::Failed);
     let m = message(&r);
+    eprintln!("undeclared 5:1:1: {m}");
     assert!(
         m.contains("does not fit the configured weights")
             && m.contains("model-a")
@@ -74,6 +75,7 @@ async fn undeclared_skewed_weights_fail_and_declared_ones_pass() {
     assert!(r.details.contains_key("p_value") && r.details.contains_key("chi_square"));
     let r = run(&stack.config([5, 1, 1]), Aspect::LoadBalancing).await;
     assert_status(&r, Status::Passed);
+    eprintln!("declared 5:1:1: {:?}", r.details);
     let share = r
         .measurement("share_model-a")
         .and_then(|m| m.value)
