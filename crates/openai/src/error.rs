@@ -99,22 +99,45 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The error without its status: `server_error (code x): message`, or just the message
+    /// when there is neither type nor code.
+    pub fn detail(&self) -> String {
+        let mut out = String::new();
+        if let Some(kind) = &self.kind {
+            out.push_str(kind);
+        }
+        let extra = match (&self.code, &self.param) {
+            (Some(code), Some(param)) => format!("(code {code}, param {param})"),
+            (Some(code), None) => format!("(code {code})"),
+            (None, Some(param)) => format!("(param {param})"),
+            (None, None) => String::new(),
+        };
+        if !extra.is_empty() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&extra);
+        }
+        if out.is_empty() {
+            return self.message.clone();
+        }
+        format!("{out}: {}", self.message)
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let detail = self.detail();
+        let sep = if self.kind.is_some() || self.code.is_some() || self.param.is_some() {
+            " "
+        } else {
+            ": "
+        };
         match self.status {
-            Some(s) => write!(f, "HTTP {s}")?,
-            None => f.write_str("in-band error")?,
+            Some(s) => write!(f, "HTTP {s}{sep}{detail}"),
+            None => write!(f, "in-band error{sep}{detail}"),
         }
-        if let Some(kind) = &self.kind {
-            write!(f, " {kind}")?;
-        }
-        match (&self.code, &self.param) {
-            (Some(code), Some(param)) => write!(f, " (code {code}, param {param})")?,
-            (Some(code), None) => write!(f, " (code {code})")?,
-            (None, Some(param)) => write!(f, " (param {param})")?,
-            (None, None) => {}
-        }
-        write!(f, ": {}", self.message)
     }
 }
 

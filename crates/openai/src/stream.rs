@@ -94,7 +94,7 @@ pub enum StreamEnd {
     #[error("stream ended with [DONE]")]
     Done,
     /// A `data: {"error":{...}}` event (or an `event: error`) arrived.
-    #[error("stream carried an in-band error at event {event}: {error}")]
+    #[error("stream carried an in-band error at event {event}: {}", error.detail())]
     InBandError {
         /// Which `data` event (1-based).
         event: u64,

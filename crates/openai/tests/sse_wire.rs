@@ -249,7 +249,7 @@ async fn in_band_error_is_never_success_even_if_done_follows() {
     assert_eq!(error.kind.as_deref(), Some("server_error"));
     assert_eq!(
         r.end.to_string(),
-        "stream carried an in-band error at event 2: in-band error server_error: The server had an error"
+        "stream carried an in-band error at event 2: server_error: The server had an error"
     );
     assert_eq!(r.content, "a");
 
