@@ -25,8 +25,8 @@ pub struct StreamLimits {
     /// The most bytes of content kept in [`StreamReport::content`]: 1 MiB. Content past it is
     /// still counted, not kept ([`StreamReport::content_truncated`]).
     pub max_content_bytes: usize,
-    /// The most inter-token gaps kept in [`Gaps::kept`]: 100 000. Later gaps still count in
-    /// the summary.
+    /// The most inter-token gaps kept in [`Gaps::kept`], and the most event arrival times
+    /// kept in [`StreamReport::arrivals`]: 100 000. Later gaps still count in the summary.
     pub max_kept_gaps: usize,
     /// A stream is stalled when no event arrives within this (also the wait for the response
     /// head): 30 s.
@@ -252,6 +252,9 @@ pub struct StreamReport {
     pub ttft: Option<Duration>,
     /// Gaps between consecutive content-bearing chunks.
     pub gaps: Gaps,
+    /// When each `data` event arrived (`[DONE]` included), from sending the request: the
+    /// first [`StreamLimits::max_kept_gaps`] of them.
+    pub arrivals: Vec<Duration>,
     /// End to end: from sending the request to the end of the stream (whatever the end).
     pub total: Duration,
     /// The content of choice 0, at most [`StreamLimits::max_content_bytes`].
@@ -306,6 +309,7 @@ impl StreamReport {
             head: None,
             ttft: None,
             gaps: Gaps::default(),
+            arrivals: Vec::new(),
             total: Duration::ZERO,
             content: String::new(),
             content_truncated: false,
@@ -423,6 +427,11 @@ impl Reader {
     fn event(&mut self, event: SseEvent, at: Instant, started: Instant) -> Option<StreamEnd> {
         self.report.events += 1;
         let n = self.report.events;
+        if self.report.arrivals.len() < self.limits.max_kept_gaps {
+            self.report
+                .arrivals
+                .push(at.saturating_duration_since(started));
+        }
         let data = event.data.as_slice();
         if event.event.is_none() && data == b"[DONE]" {
             return Some(StreamEnd::Done);

@@ -228,6 +228,10 @@ async fn arrival_times_are_measured() {
         assert!(*gap >= ms(45) && *gap < ms(600), "gap {gap:?}");
     }
     assert!(r.gaps.max >= ms(60));
+    // One arrival per data event, in order, the first at the TTFT.
+    assert_eq!(r.arrivals.len(), 5);
+    assert_eq!(r.arrivals[0], ttft);
+    assert!(r.arrivals.windows(2).all(|w| w[0] <= w[1]));
     assert!(r.total >= ttft + ms(180), "total {:?}", r.total);
     assert_eq!(r.tokens, TokenCount::ContentChunks(4));
 }
@@ -456,6 +460,7 @@ async fn an_endless_stream_is_stopped_by_the_total_cap() {
     assert!(r.content.len() <= 1000);
     assert!(r.content_truncated);
     assert_eq!(r.gaps.kept.len(), 100);
+    assert_eq!(r.arrivals.len(), 100);
     assert!(r.gaps.count > 1000, "{}", r.gaps.count);
     assert!(matches!(r.tokens, TokenCount::ContentChunks(n) if n > 1000));
 }
