@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{GatewayConfig, ModelKind};
+use crate::config::{FailoverAction, GatewayConfig, ModelKind};
 use crate::stats::{ChiSquareError, chi_square};
 use crate::{Aspect, Settings};
 
@@ -52,7 +52,15 @@ impl GatewayCheck {
             aspect,
             gw: Arc::new(gw.clone()),
             settings: settings.clone(),
-            timeout: gw.timeout.unwrap_or(settings.timeout),
+            timeout: {
+                let base = gw.timeout.unwrap_or(settings.timeout);
+                match (&gw.failover, aspect) {
+                    (Some(f), Aspect::Failover) => {
+                        base + f.recovery_time + f.action_timeout + f.action_timeout
+                    }
+                    _ => base,
+                }
+            },
         }
     }
 
@@ -865,6 +873,237 @@ impl GatewayCheck {
     }
 }
 
+impl GatewayCheck {
+    async fn failover(&self, ctx: &CheckContext) -> Step<Outcome> {
+        let Some(f) = &self.gw.failover else {
+            return Ok(Outcome::skipped("failover is not configured"));
+        };
+        let Some(action) = f.action.clone() else {
+            return Ok(Outcome::skipped(format!(
+                "failover.action is not set: nothing makes backend `{}` unavailable",
+                f.backend
+            )));
+        };
+        if !f.disposable {
+            return Ok(Outcome::skipped(
+                "failover.disposable is not true: the backend may not be made unavailable",
+            ));
+        }
+        let Some(down) = self.gw.backends.iter().find(|b| b.id == f.backend) else {
+            return Ok(Outcome::error(
+                ErrorKind::Harness,
+                format!(
+                    "failover.backend `{}` is not a configured backend",
+                    f.backend
+                ),
+            ));
+        };
+        let client = self.gateway()?;
+        let model = self.chat_model(&self.gw.load_balancing.model)?;
+        let req = ChatRequest::new(model).user("failover probe").max_tokens(1);
+        let url = down.url.clone();
+        let bound = f.action_timeout;
+        // Registered first: a cancellation while it is being taken down still brings it back.
+        let restore = ctx.cleanup(down.id.clone(), "backend made unavailable", {
+            let (action, url) = (action.clone(), url.clone());
+            async move {
+                act(&action, url.as_deref(), false, bound)
+                    .await
+                    .map_err(Into::into)
+            }
+        });
+        act(&action, url.as_deref(), true, bound)
+            .await
+            .map_err(|e| {
+                Outcome::error(
+                    ErrorKind::Harness,
+                    format!("make backend `{}` unavailable: {e}", down.id),
+                )
+            })?;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut errors, mut first_error) = (0u32, None);
+        for _ in 0..f.requests {
+            match client.chat(&req).await {
+                Ok(r) => {
+                    let b = self
+                        .backend_of(&r.headers)
+                        .unwrap_or_else(|| "(unnamed)".into());
+                    *counts.entry(b).or_default() += 1;
+                }
+                Err(e) => {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        ctx.detail("absorbed_by", json!(counts));
+        let rate = f64::from(errors) / f64::from(f.requests);
+        let mut measurements = vec![
+            count("requests", f.requests as usize),
+            count("errors", errors as usize),
+            Measurement::new("error_rate", rate, Unit::Ratio)
+                .with_threshold(Threshold::le(f.error_budget)),
+        ];
+        // Bring it back (the registered removal stays as the fallback until this succeeds).
+        act(&action, url.as_deref(), false, bound)
+            .await
+            .map_err(|e| {
+                Outcome::error(
+                    ErrorKind::Harness,
+                    format!("bring backend `{}` back: {e}", down.id),
+                )
+            })?;
+        restore.disarm();
+        if let Some(n) = counts.get(&down.id) {
+            return Ok(Outcome::error(
+                ErrorKind::Harness,
+                format!(
+                    "backend `{}` still served {n} requests after it was made unavailable: the \
+                     action did not take it down",
+                    down.id
+                ),
+            ));
+        }
+        if rate > f.error_budget {
+            return Ok(Outcome::Failed {
+                message: format!(
+                    "with backend `{}` unavailable, {errors} of {} requests through gateway {} \
+                     failed: error rate {:.1}% over the budget of {:.1}%; served by {}; first \
+                     error: {}",
+                    down.id,
+                    f.requests,
+                    self.gw.name,
+                    rate * 100.0,
+                    f.error_budget * 100.0,
+                    served(&counts),
+                    first_error.unwrap_or_default()
+                ),
+                measurements,
+            });
+        }
+        // Recovery: the backend serves through the gateway again within recovery_time.
+        let started = Instant::now();
+        let until = started + f.recovery_time;
+        let mut tries = 0u32;
+        let mut others: BTreeMap<String, u64> = BTreeMap::new();
+        let recovered = loop {
+            if Instant::now() >= until {
+                break None;
+            }
+            tries += 1;
+            if let Ok(r) = client.chat(&req).await {
+                match self.backend_of(&r.headers) {
+                    Some(b) if b == down.id => break Some(started.elapsed()),
+                    Some(b) => *others.entry(b).or_default() += 1,
+                    None => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        match recovered {
+            Some(t) => {
+                measurements.push(
+                    Measurement::duration("recovery_time", t)
+                        .with_threshold(Threshold::lt(ms(f.recovery_time))),
+                );
+                Ok(Outcome::from_measurements(measurements))
+            }
+            None => {
+                measurements.push(Measurement::missing("recovery_time", Unit::Milliseconds));
+                Ok(Outcome::Failed {
+                    message: format!(
+                        "backend `{}` did not serve through gateway {} again within {} of being \
+                         brought back ({tries} requests, served by {})",
+                        down.id,
+                        self.gw.name,
+                        humantime::format_duration(f.recovery_time),
+                        served(&others)
+                    ),
+                    measurements,
+                })
+            }
+        }
+    }
+}
+
+fn served(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "no backend".to_string();
+    }
+    counts
+        .iter()
+        .map(|(b, n)| format!("{b} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Make the backend unavailable (`down`) or bring it back, within `bound`.
+async fn act(
+    action: &FailoverAction,
+    url: Option<&str>,
+    down: bool,
+    bound: Duration,
+) -> Result<(), String> {
+    match action {
+        FailoverAction::FixtureFaults => {
+            let base = url.ok_or("the backend has no url")?;
+            let mut u = url::Url::parse(base).map_err(|e| format!("backend url: {e}"))?;
+            u.set_path("/fixture/faults");
+            u.set_query(None);
+            let http = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(bound)
+                .build()
+                .map_err(|e| error_chain(&e))?;
+            let req = if down {
+                http.post(u.clone()).json(&json!({ "unavailable": true }))
+            } else {
+                http.delete(u.clone())
+            };
+            let what = if down { "POST" } else { "DELETE" };
+            let shown = citadel_itest_core::config::redact_url(u.as_str());
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| format!("{what} {shown}: {}", error_chain(&e.without_url())))?;
+            if !resp.status().is_success() {
+                return Err(format!(
+                    "{what} {shown} answered {}",
+                    resp.status().as_u16()
+                ));
+            }
+            Ok(())
+        }
+        FailoverAction::Command { stop, start } => {
+            let argv = if down { stop } else { start };
+            let (program, args) = argv.split_first().ok_or("no program given")?;
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let out = tokio::time::timeout(bound, cmd.output())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "`{program}` did not finish within {}",
+                        humantime::format_duration(bound)
+                    )
+                })?
+                .map_err(|e| {
+                    format!("run `{program}`: {}", citadel_itest_core::io_error_text(&e))
+                })?;
+            if !out.status.success() {
+                return Err(format!(
+                    "`{program}` exited with {}: {}",
+                    out.status,
+                    citadel_itest_core::http::excerpt(&out.stderr)
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// What is wrong with an answer to a bad request, if anything.
 fn judge_error(raw: &RawReply, expected: u16) -> Option<String> {
     let status = raw.status.as_u16();
@@ -999,6 +1238,7 @@ impl Check for GatewayCheck {
                 Aspect::RequestId => self.request_id(ctx).await,
                 Aspect::ErrorHandling => self.error_handling(ctx).await,
                 Aspect::Performance => self.performance(ctx).await,
+                Aspect::Failover => self.failover(ctx).await,
             }
         };
         let outcome = tokio::select! {

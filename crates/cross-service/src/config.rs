@@ -99,6 +99,10 @@ pub struct GatewayConfig {
     /// The performance check.
     #[serde(default)]
     pub performance: PerformanceConfig,
+    /// The failover check: one backend made unavailable on purpose. Without it the check is
+    /// skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverConfig>,
 }
 
 fn default_name() -> String {
@@ -133,6 +137,7 @@ impl GatewayConfig {
             load_balancing: LoadBalancingConfig::default(),
             error_handling: ErrorHandlingConfig::default(),
             performance: PerformanceConfig::default(),
+            failover: None,
         }
     }
 
@@ -437,6 +442,80 @@ impl Default for PerformanceConfig {
     }
 }
 
+/// `failover`: make one backend unavailable, keep serving, recover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FailoverConfig {
+    /// Must be `true`: confirms the backend may be made unavailable (a testkit fixture or a
+    /// throwaway deployment).
+    #[serde(default)]
+    pub disposable: bool,
+    /// The backend to make unavailable (one of `backends`).
+    pub backend: String,
+    /// How to make it unavailable and bring it back; without it the check is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<FailoverAction>,
+    /// Requests sent through the gateway while the backend is down.
+    #[serde(default = "default_failover_requests")]
+    pub requests: u32,
+    /// Largest share of those requests that may fail (0..1).
+    #[serde(default = "default_error_budget")]
+    pub error_budget: f64,
+    /// After it is brought back, the backend must serve through the gateway again within this.
+    #[serde(default = "default_recovery_time", with = "humantime_serde")]
+    pub recovery_time: Duration,
+    /// Bound of the stop and start actions.
+    #[serde(default = "default_action_timeout", with = "humantime_serde")]
+    pub action_timeout: Duration,
+}
+
+fn default_failover_requests() -> u32 {
+    60
+}
+fn default_error_budget() -> f64 {
+    0.05
+}
+fn default_recovery_time() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_action_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl FailoverConfig {
+    /// Take `backend` down with `action` (marked disposable).
+    pub fn new(backend: impl Into<String>, action: FailoverAction) -> Self {
+        FailoverConfig {
+            disposable: true,
+            backend: backend.into(),
+            action: Some(action),
+            requests: default_failover_requests(),
+            error_budget: default_error_budget(),
+            recovery_time: default_recovery_time(),
+            action_timeout: default_action_timeout(),
+        }
+    }
+}
+
+/// How the failover check makes its backend unavailable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum FailoverAction {
+    /// The model fixture's runtime fault API on the backend's `url`: `POST /fixture/faults`
+    /// `{"unavailable": true}` (every `/v1` request and `/health` answer 503), then
+    /// `DELETE /fixture/faults`.
+    FixtureFaults,
+    /// Programs (no shell) that stop and start the backend and exit 0.
+    Command {
+        /// e.g. `[systemctl, stop, model-b]`.
+        stop: Vec<String>,
+        /// e.g. `[systemctl, start, model-b]`.
+        start: Vec<String>,
+    },
+}
+
 fn check_url(v: &mut Validator<'_>, key: &str, raw: &str) {
     match url::Url::parse(raw) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
@@ -626,5 +705,63 @@ impl Validate for GatewayConfig {
                 MAX_TIMEOUT,
             );
         }
+        if let Some(f) = &self.failover {
+            f.validate_against(&self.backends, &mut v.at("failover"));
+        }
+    }
+}
+
+impl FailoverConfig {
+    fn validate_against(&self, backends: &[BackendConfig], fv: &mut Validator<'_>) {
+        if !self.disposable {
+            fv.error(
+                "disposable",
+                "the failover check makes a backend unavailable: set `disposable: true` only \
+                 for a testkit or throwaway deployment",
+            );
+        }
+        match backends.iter().find(|b| b.id == self.backend) {
+            None => fv.error(
+                "backend",
+                format!("`{}` is not one of `backends`", self.backend),
+            ),
+            Some(b) => {
+                if self.action == Some(FailoverAction::FixtureFaults) && b.url.is_none() {
+                    fv.error(
+                        "action",
+                        format!("fixture_faults needs backend `{}` to have a `url`", b.id),
+                    );
+                }
+            }
+        }
+        if let Some(FailoverAction::Command { stop, start }) = &self.action {
+            for (key, argv) in [
+                ("action.command.stop", stop),
+                ("action.command.start", start),
+            ] {
+                if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                    fv.error(key, "give the program and its arguments (no shell)");
+                }
+            }
+        }
+        fv.range("requests", self.requests, 1, MAX_REQUESTS);
+        if !(0.0..1.0).contains(&self.error_budget) {
+            fv.error(
+                "error_budget",
+                format!("{} is not in [0, 1)", self.error_budget),
+            );
+        }
+        fv.duration_range(
+            "recovery_time",
+            self.recovery_time,
+            Duration::from_millis(1),
+            MAX_TIMEOUT,
+        );
+        fv.duration_range(
+            "action_timeout",
+            self.action_timeout,
+            Duration::from_millis(1),
+            MAX_TIMEOUT,
+        );
     }
 }

@@ -15,6 +15,7 @@
 //! | `request_id` | routing | an `x-request-id` sent to the gateway reaches the backend and comes back |
 //! | `error_handling` | error_handling | unknown model, malformed JSON, oversized body: OpenAI-format errors, right status |
 //! | `performance` | performance | latency percentiles through the gateway, and its overhead over direct requests |
+//! | `failover` | load_balancing | with one backend made unavailable the gateway keeps serving within an error budget, and takes it back (when configured) |
 //!
 //! Build it from configuration with [`from_config`], or embed one check:
 //!
@@ -45,8 +46,9 @@ pub use checks::GatewayCheck;
 pub use config::{
     BackendConfig, CrossServiceConfig, DEFAULT_LB_CONCURRENCY, DEFAULT_LB_REQUESTS,
     DEFAULT_OVERSIZED_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SAMPLES, DEFAULT_SIGNIFICANCE,
-    ErrorHandlingConfig, GatewayConfig, LoadBalancingConfig, MAX_OVERSIZED_BYTES, MAX_REQUESTS,
-    ModelConfig, ModelKind, PerformanceConfig, RoundTripConfig, RouteConfig, StickyConfig,
+    ErrorHandlingConfig, FailoverAction, FailoverConfig, GatewayConfig, LoadBalancingConfig,
+    MAX_OVERSIZED_BYTES, MAX_REQUESTS, ModelConfig, ModelKind, PerformanceConfig, RoundTripConfig,
+    RouteConfig, StickyConfig,
 };
 
 /// The tester's name and config section.
@@ -74,11 +76,13 @@ pub enum Aspect {
     ErrorHandling,
     /// Latency through the gateway and its overhead.
     Performance,
+    /// One backend made unavailable: the gateway keeps serving and recovers.
+    Failover,
 }
 
 impl Aspect {
     /// Every aspect, in check order.
-    pub const ALL: [Aspect; 9] = [
+    pub const ALL: [Aspect; 10] = [
         Aspect::Catalogue,
         Aspect::Routing,
         Aspect::RoundTrip,
@@ -88,6 +92,7 @@ impl Aspect {
         Aspect::RequestId,
         Aspect::ErrorHandling,
         Aspect::Performance,
+        Aspect::Failover,
     ];
 
     /// The last part of the check id.
@@ -102,6 +107,7 @@ impl Aspect {
             Aspect::RequestId => "request_id",
             Aspect::ErrorHandling => "error_handling",
             Aspect::Performance => "performance",
+            Aspect::Failover => "failover",
         }
     }
 
@@ -111,7 +117,9 @@ impl Aspect {
             Aspect::Catalogue | Aspect::Routing | Aspect::RequestId => Category::Routing,
             Aspect::RoundTrip => Category::Operations,
             Aspect::Streaming => Category::Streaming,
-            Aspect::LoadBalancing | Aspect::Stickiness => Category::LoadBalancing,
+            Aspect::LoadBalancing | Aspect::Stickiness | Aspect::Failover => {
+                Category::LoadBalancing
+            }
             Aspect::ErrorHandling => Category::ErrorHandling,
             Aspect::Performance => Category::Performance,
         }
@@ -266,7 +274,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nine_checks_in_order() {
+    fn ten_checks_in_order() {
         let gw =
             GatewayConfig::new("http://127.0.0.1:58080/v1", ["m"]).timeout(Duration::from_secs(7));
         let run = RunSettings {

@@ -24,7 +24,8 @@ fn a_good_section_builds() {
             "backends": [{"id": "model-a", "url": "http://127.0.0.1:58101/v1", "weight": 2}],
             "routes": [{"path": "/a/v1", "model": "llama-3-8b", "backends": ["model-a"]}],
             "load_balancing": {"requests": 300, "significance": 0.01, "sticky": {"header": "x-session-id"}},
-            "performance": {"samples": 10, "max_overhead": "20ms"}
+            "performance": {"samples": 10, "max_overhead": "20ms"},
+            "failover": {"disposable": true, "backend": "model-a", "action": "fixture_faults", "recovery_time": "15s"}
         }})),
         Vec::<String>::new()
     );
@@ -42,7 +43,8 @@ fn every_problem_is_named_with_its_key() {
         "round_trip": {"model": "e", "max_tokens": 0},
         "load_balancing": {"requests": 0, "significance": 1.5, "sticky": {"header": "", "requests_per_key": 1}},
         "error_handling": {"oversized_bytes": 0},
-        "performance": {"samples": 0}
+        "performance": {"samples": 0},
+        "failover": {"backend": "ghost", "action": {"command": {"stop": [], "start": ["x"]}}, "error_budget": 1.0}
     }}))
     .join("\n");
     for expected in [
@@ -65,6 +67,10 @@ fn every_problem_is_named_with_its_key() {
         "cross_service.gateway.load_balancing.sticky.requests_per_key",
         "cross_service.gateway.error_handling.oversized_bytes",
         "cross_service.gateway.performance.samples",
+        "cross_service.gateway.failover.disposable: the failover check makes a backend unavailable",
+        "cross_service.gateway.failover.backend: `ghost` is not one of `backends`",
+        "cross_service.gateway.failover.action.command.stop",
+        "cross_service.gateway.failover.error_budget",
     ] {
         assert!(found.contains(expected), "{expected} not in:\n{found}");
     }

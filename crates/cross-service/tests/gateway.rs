@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use citadel_itest_core::Status;
-use citadel_itest_cross_service::{Aspect, StickyConfig};
+use citadel_itest_cross_service::{Aspect, FailoverAction, FailoverConfig, StickyConfig};
 use citadel_itest_testkit::Faults;
 use common::{Stack, assert_status, message, run};
 
@@ -19,8 +19,8 @@ async fn every_check_passes_on_the_healthy_stack() {
     let mut gw = stack.config([1, 1, 1]);
     gw.load_balancing.sticky = Some(StickyConfig::new("x-session-id"));
     for aspect in Aspect::ALL {
-        if aspect == Aspect::LoadBalancing {
-            continue; // hashing, not round robin, on this gateway: see the next test
+        if aspect == Aspect::LoadBalancing || aspect == Aspect::Failover {
+            continue; // hashing, not round robin, on this gateway; failover: see its own tests
         }
         let r = run(&gw, aspect).await;
         assert_status(&r, Status::Passed);
@@ -34,8 +34,8 @@ async fn round_robin_passes_every_check_and_fits_equal_weights() {
     let gw = stack.config([1, 1, 1]);
     for aspect in Aspect::ALL {
         let r = run(&gw, aspect).await;
-        if aspect == Aspect::Stickiness {
-            assert_status(&r, Status::Skipped);
+        if aspect == Aspect::Stickiness || aspect == Aspect::Failover {
+            assert_status(&r, Status::Skipped); // neither is configured
             continue;
         }
         assert_status(&r, Status::Passed);
@@ -106,4 +106,81 @@ async fn streams_fail_on_each_fixture_fault_naming_it() {
         b.clear_faults();
     }
     assert_status(&run(&gw, Aspect::Streaming).await, Status::Passed);
+}
+
+/// nginx tries the next upstream on a 502/503, also for POST (`non_idempotent`: without it nginx
+/// never retries a POST that reached a backend, so a backend answering 503 fails a third of
+/// the chat completions).
+const NEXT_UPSTREAM: &str = "proxy_next_upstream error timeout http_502 http_503 non_idempotent;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_keeps_serving_with_one_backend_down_and_recovers() {
+    let stack = Stack::start_with([1, 1, 1], |b| b.location(NEXT_UPSTREAM)).await;
+    let mut gw = stack.config([1, 1, 1]);
+    // Without an action the check is skipped, saying why.
+    let mut no_action = FailoverConfig::new("model-b", FailoverAction::FixtureFaults);
+    no_action.action = None;
+    gw.failover = Some(no_action);
+    let r = run(&gw, Aspect::Failover).await;
+    assert_status(&r, Status::Skipped);
+    assert!(
+        message(&r).contains("failover.action is not set"),
+        "{}",
+        message(&r)
+    );
+
+    let mut f = FailoverConfig::new("model-b", FailoverAction::FixtureFaults);
+    f.recovery_time = Duration::from_secs(20);
+    gw.failover = Some(f);
+    let r = run(&gw, Aspect::Failover).await;
+    assert_status(&r, Status::Passed);
+    eprintln!("failover: {:?} {:?}", r.outcome.measurements(), r.details);
+    let absorbed = r.details["absorbed_by"].as_object().unwrap();
+    assert!(absorbed.contains_key("model-a") && absorbed.contains_key("model-c"));
+    assert!(!absorbed.contains_key("model-b"), "{absorbed:?}");
+    // The backend was brought back.
+    assert!(stack.backends[1].faults().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_fails_naming_the_error_rate_when_no_backend_is_healthy() {
+    let stack = Stack::start_with([1, 1, 1], |b| b.location(NEXT_UPSTREAM)).await;
+    for b in [&stack.backends[0], &stack.backends[2]] {
+        b.set_faults(Faults::none().with_unavailable()).unwrap();
+    }
+    let mut gw = stack.config([1, 1, 1]);
+    let mut f = FailoverConfig::new("model-b", FailoverAction::FixtureFaults);
+    f.requests = 20;
+    gw.failover = Some(f);
+    let r = run(&gw, Aspect::Failover).await;
+    assert_status(&r, Status::Failed);
+    let m = message(&r);
+    assert!(
+        m.contains("20 of 20 requests") && m.contains("error rate 100.0% over the budget of 5.0%"),
+        "{m}"
+    );
+    assert!(
+        stack.backends[1].faults().is_none(),
+        "model-b left unavailable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_by_command_runs_the_programs_and_names_a_failing_one() {
+    let stack = Stack::start([1, 1, 1]).await;
+    let mut gw = stack.config([1, 1, 1]);
+    gw.failover = Some(FailoverConfig::new(
+        "model-b",
+        FailoverAction::Command {
+            stop: vec!["false".into()],
+            start: vec!["true".into()],
+        },
+    ));
+    let r = run(&gw, Aspect::Failover).await;
+    assert_status(&r, Status::Error);
+    assert!(
+        message(&r).contains("make backend `model-b` unavailable: `false` exited with"),
+        "{}",
+        message(&r)
+    );
 }
