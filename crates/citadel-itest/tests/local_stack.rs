@@ -228,13 +228,17 @@ fn run_demo_suite(pg_password: &str, qdrant_key: &str) {
         assert_eq!(r["status"], "passed", "{r}");
     }
 
-    // cross_service: every gateway check passed (stickiness is not configured: skipped),
-    // with the load-balancing test's figures in the result.
+    // cross_service: every gateway check passed (stickiness and failover are not configured:
+    // skipped), with the load-balancing test's figures in the result.
     let cross = of("cross_service");
-    assert_eq!(cross.len(), 9, "{cross:#?}");
+    assert_eq!(cross.len(), 10, "{cross:#?}");
     for r in &cross {
+        let skipped_by_config = [
+            "cross_service.gateway.stickiness",
+            "cross_service.gateway.failover",
+        ];
         let ok = r["status"] == "passed"
-            || (r["id"] == "cross_service.gateway.stickiness" && r["status"] == "skipped");
+            || (skipped_by_config.iter().any(|id| r["id"] == *id) && r["status"] == "skipped");
         assert!(ok, "{r}");
     }
     let lb = cross
