@@ -67,10 +67,10 @@ async fn configured_ttft_and_itl_are_measured_back() {
         "configured ttft {TTFT:?} itl {ITL:?}; measured ttft {ttft:?}, mean gap {mean:?}, max gap {:?}, total {:?}",
         r.gaps.max, r.total
     );
-    assert!(ttft >= TTFT && ttft < TTFT + ms(150), "ttft {ttft:?}");
+    assert!(ttft >= TTFT && ttft < TTFT + ms(300), "ttft {ttft:?}");
     assert_eq!(r.gaps.count, TOKENS as u64 - 1);
     assert!(
-        mean >= ITL - ms(5) && mean < ITL + ms(25),
+        mean >= ITL - ms(10) && mean < ITL + ms(40),
         "mean gap {mean:?}"
     );
     let least = TTFT + ITL * (TOKENS as u32 - 1);
@@ -165,7 +165,7 @@ async fn a_slow_stream_is_measured_or_stalled_by_the_bound() {
     assert_eq!(r.end, StreamEnd::Done);
     let mean = r.gaps.mean().unwrap();
     eprintln!("slow:250ms -> mean gap {mean:?}");
-    assert!(mean >= ms(245) && mean < ms(350), "mean gap {mean:?}");
+    assert!(mean >= ms(225) && mean < ms(400), "mean gap {mean:?}");
 
     let r = chat_stream(&client, limits().stall(ms(150))).await;
     let StreamEnd::Stalled { events, .. } = r.end else {
