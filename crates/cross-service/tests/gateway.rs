@@ -92,6 +92,7 @@ async fn streams_fail_on_each_fixture_fault_naming_it() {
         (Faults::none().with_cut_after(3), "cut off"),
         (Faults::none().with_sse_error_after(2), "in-band error"),
         (Faults::none().with_stall(Duration::from_secs(3)), "stalled"),
+        (Faults::none().with_malformed_after(2), "malformed"),
     ] {
         for b in &stack.backends {
             b.set_faults(faults.clone()).unwrap();
