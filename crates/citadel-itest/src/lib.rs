@@ -45,15 +45,15 @@ use citadel_itest_core::config::{Config, ConfigError, ConfigLoader, ConfigProble
 /// The `basic` tester (feature `basic`).
 #[cfg(feature = "basic")]
 pub use citadel_itest_basic as basic;
+/// The `cross_service` tester (feature `cross-service`).
+#[cfg(feature = "cross-service")]
+pub use citadel_itest_cross_service as cross_service;
 /// The `database` tester (feature `database`).
 #[cfg(feature = "database")]
 pub use citadel_itest_database as database;
 /// The `external_api` tester (feature `external-api`).
 #[cfg(feature = "external-api")]
 pub use citadel_itest_external_api as external_api;
-/// The `cross_service` tester (feature `cross-service`).
-#[cfg(feature = "cross-service")]
-pub use citadel_itest_cross_service as cross_service;
 
 /// The README's code blocks, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -34,7 +34,10 @@ fn reference_yaml_parses_and_sets_every_core_key() {
             Duration::from_millis(200)
         );
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
-        assert_eq!(names, ["basic", "database", "external_api", "cross_service"]);
+        assert_eq!(
+            names,
+            ["basic", "database", "external_api", "cross_service"]
+        );
         // Every section this build knows is documented in the reference.
         for entry in citadel_itest::registry() {
             assert!(
@@ -71,7 +74,10 @@ fn local_yaml_is_valid_and_loopback_only() {
         let loaded = citadel_itest::load(std::slice::from_ref(&path), Vec::new())
             .unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
-        assert_eq!(names, ["basic", "database", "external_api", "cross_service"]);
+        assert_eq!(
+            names,
+            ["basic", "database", "external_api", "cross_service"]
+        );
         let ids: Vec<String> = loaded
             .testers
             .iter()
