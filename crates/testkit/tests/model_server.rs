@@ -870,9 +870,12 @@ async fn measured_ttft_and_itl_match_the_configuration() {
         }
         eprintln!("{path}: {totals:.3?} ms (configured {expected} ms)");
         let total = median(&mut totals);
+        // Generous bound (5 ms or 5 %, whichever is larger): the figures themselves are in
+        // docs/performance.md; a slow machine adds a few ms of serialisation to 240 ms.
+        let bound = 5.0_f64.max(expected * 0.05);
         assert!(
-            (total - expected).abs() <= 5.0,
-            "{path}: median {total:.3} ms"
+            (total - expected).abs() <= bound,
+            "{path}: median {total:.3} ms (bound {bound} ms)"
         );
     }
 
