@@ -41,12 +41,24 @@ pub const MAX_OVERSIZED_BYTES: u64 = 256 * 1024 * 1024;
 pub struct CrossServiceConfig {
     /// The gateway in front of the model backends.
     pub gateway: GatewayConfig,
+    /// Flows that follow one request across services (gateway, PostgreSQL, Qdrant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<crate::flow::FlowsConfig>,
 }
 
 impl CrossServiceConfig {
     /// A section with this gateway.
     pub fn new(gateway: GatewayConfig) -> Self {
-        CrossServiceConfig { gateway }
+        CrossServiceConfig {
+            gateway,
+            flows: None,
+        }
+    }
+
+    /// Run these flows too.
+    pub fn flows(mut self, flows: crate::flow::FlowsConfig) -> Self {
+        self.flows = Some(flows);
+        self
     }
 }
 
@@ -551,6 +563,31 @@ fn check_header(v: &mut Validator<'_>, key: &str, name: &str) {
 impl Validate for CrossServiceConfig {
     fn validate(&self, v: &mut Validator<'_>) {
         self.gateway.validate(&mut v.at("gateway"));
+        if let Some(flows) = &self.flows {
+            flows.validate(&mut v.at("flows"));
+            if let Some(m) = &flows.model_to_database {
+                let model = m.model.as_deref();
+                match model {
+                    Some(id)
+                        if !self
+                            .gateway
+                            .models
+                            .iter()
+                            .any(|c| c.id == id && c.kind == ModelKind::Chat) =>
+                    {
+                        v.error(
+                            "flows.model_to_database.model",
+                            format!("`{id}` is not a chat model of `gateway.models`"),
+                        )
+                    }
+                    None if self.gateway.chat_models().next().is_none() => v.error(
+                        "flows.model_to_database.model",
+                        "no chat model in `gateway.models`: name one",
+                    ),
+                    _ => {}
+                }
+            }
+        }
     }
 }
 

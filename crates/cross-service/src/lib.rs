@@ -33,6 +33,7 @@
 
 mod checks;
 mod config;
+pub mod flow;
 mod stats;
 
 use std::fmt;
@@ -50,6 +51,7 @@ pub use config::{
     MAX_OVERSIZED_BYTES, MAX_REQUESTS, ModelConfig, ModelKind, PerformanceConfig, RoundTripConfig,
     RouteConfig, StickyConfig,
 };
+pub use flow::{Flow, FlowCheck, FlowsConfig};
 
 /// The tester's name and config section.
 pub const NAME: &str = "cross_service";
@@ -237,7 +239,7 @@ impl IntegrationTester for CrossServiceTester {
 
     fn checks(&self) -> Vec<Arc<dyn Check>> {
         let gw = &self.config.gateway;
-        Aspect::ALL
+        let mut checks: Vec<Arc<dyn Check>> = Aspect::ALL
             .into_iter()
             .map(|aspect| {
                 let check = GatewayCheck::new(gw, aspect, &self.settings);
@@ -247,7 +249,14 @@ impl IntegrationTester for CrossServiceTester {
                     Arc::new(check) as Arc<dyn Check>
                 }
             })
-            .collect()
+            .collect();
+        if let Some(flows) = &self.config.flows {
+            let chat = gw.chat_models().next().map(|m| m.id.as_str());
+            for flow in flows.all_flows(chat) {
+                checks.push(Arc::new(FlowCheck::new(flow, gw, flows, &self.settings)));
+            }
+        }
+        checks
     }
 }
 
