@@ -229,9 +229,16 @@ fn run_demo_suite(pg_password: &str, qdrant_key: &str) {
     }
 
     // cross_service: every gateway check passed (stickiness and failover are not configured:
-    // skipped), with the load-balancing test's figures in the result.
+    // skipped), with the load-balancing test's figures in the result; the two built-in flows
+    // (model to vector database, model to database) passed too.
     let cross = of("cross_service");
-    assert_eq!(cross.len(), 10, "{cross:#?}");
+    assert_eq!(cross.len(), 12, "{cross:#?}");
+    for id in [
+        "cross_service.flows.model_to_vector",
+        "cross_service.flows.model_to_database",
+    ] {
+        assert!(cross.iter().any(|r| r["id"] == id), "{id} missing: {cross:#?}");
+    }
     for r in &cross {
         let skipped_by_config = [
             "cross_service.gateway.stickiness",

@@ -266,3 +266,119 @@ async fn a_vector_of_the_wrong_dimension_fails_naming_both_and_cleans_up() {
         "collection left behind"
     );
 }
+
+/// Loads a `cross_service:` section from YAML text (a file, as the binary reads it).
+fn load_yaml(yaml: &str) -> Result<CrossServiceTester, Vec<String>> {
+    let path = std::env::temp_dir().join(format!(
+        "citadel-itest-flows-{}-{}.yaml",
+        std::process::id(),
+        citadel_itest_core::new_run_id()
+    ));
+    std::fs::write(&path, yaml).expect("write yaml");
+    let loader = citadel_itest_core::config::ConfigLoader::new()
+        .env(false)
+        .section("cross_service")
+        .file(&path);
+    let loaded = loader.load_with(citadel_itest_cross_service::from_config);
+    let _ = std::fs::remove_file(&path);
+    match loaded {
+        Ok((_, Some(t))) => Ok(t),
+        Ok((_, None)) => Err(vec!["<no tester and no problem>".into()]),
+        Err(e) => Err(e.problems.iter().map(|p| p.to_string()).collect()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_written_in_yaml_captures_by_header_and_pointer_and_passes() {
+    let stack = Stack::start().await;
+    let yaml = format!(
+        r#"
+cross_service:
+  gateway:
+    url: {gw}
+    models: [{{ id: llama-3-8b }}, {{ id: text-embedding-small, kind: embeddings }}]
+  flows:
+    postgres: {{ dsn: "{dsn}" }}
+    qdrant: {{ url: "{qdrant}", api_key: {key} }}
+    custom:
+      - name: chat_is_logged
+        steps:
+          - name: chat
+            http:
+              method: POST
+              url: /v1/chat/completions
+              headers: {{ x-request-id: "$${{request_id}}" }}
+              body: {{ model: llama-3-8b, max_tokens: 3, messages: [{{ role: user, content: hi }}] }}
+              capture:
+                backend: {{ header: x-backend-id }}
+                tokens: {{ pointer: /usage/completion_tokens }}
+          - name: logged
+            sql:
+              query: SELECT backend_id, completion_tokens FROM fixture_request_log WHERE request_id = $1
+              params: ["$${{request_id}}"]
+              expect: {{ rows: 1, value: "$${{backend}}" }}
+              poll_until: 5s
+          - name: tokens
+            sql:
+              query: SELECT completion_tokens FROM fixture_request_log WHERE request_id = $1
+              params: ["$${{request_id}}"]
+              expect: {{ value: "$${{tokens}}" }}
+"#,
+        gw = stack.model.base_url(),
+        dsn = stack.pg.dsn(),
+        qdrant = stack.qdrant.http_url(),
+        key = QDRANT_KEY,
+    );
+    let tester = load_yaml(&yaml).unwrap_or_else(|p| panic!("{p:#?}"));
+    let check = tester
+        .checks()
+        .into_iter()
+        .find(|c| c.id().as_str() == "cross_service.flows.chat_is_logged")
+        .expect("the custom flow's check");
+    let r = run_one(check.as_ref()).await;
+    assert_eq!(r.outcome.status(), Status::Passed, "{r:#?}");
+}
+
+#[test]
+fn flow_config_problems_are_named_with_their_key_paths() {
+    let yaml = r#"
+cross_service:
+  gateway:
+    url: http://127.0.0.1:58080/v1
+    models: [{ id: text-embedding-small, kind: embeddings }]
+  flows:
+    model_to_vector: { model: text-embedding-small, dimension: 0, tolerance: 2 }
+    model_to_database: { within: 0s }
+    custom:
+      - name: Bad Name
+        steps: []
+      - name: two
+        steps:
+          - name: a
+            http: { method: "GE T", url: "ftp://127.0.0.1/x", capture: { v: { pointer: data } } }
+            sql: { query: "SELECT 1", expect: {} }
+          - name: a
+            qdrant: { search: { collection: c, vector: [1], id: 1, rank: 0 } }
+"#;
+    let found = load_yaml(yaml).err().expect("problems").join("\n");
+    for expected in [
+        "cross_service.flows.model_to_vector.dimension",
+        "cross_service.flows.model_to_vector.tolerance",
+        "cross_service.flows.model_to_vector: needs `flows.qdrant`",
+        "cross_service.flows.model_to_database: needs `flows.postgres`",
+        "cross_service.flows.model_to_database.within",
+        "cross_service.flows.model_to_database.model: no chat model",
+        "cross_service.flows.custom[0].name",
+        "cross_service.flows.custom[0].steps: list at least one step",
+        "cross_service.flows.custom[1].steps[0]: give exactly one of `http`, `sql`, `qdrant`",
+        "cross_service.flows.custom[1].steps[0].http.method",
+        "cross_service.flows.custom[1].steps[0].http.url",
+        "cross_service.flows.custom[1].steps[0].http.capture.v.pointer: `data` is not a JSON pointer",
+        "cross_service.flows.custom[1].steps[0].sql.expect: give `rows`, `value` or both",
+        "cross_service.flows.custom[1].steps[0].sql: needs `flows.postgres`",
+        "cross_service.flows.custom[1].steps[1].name: duplicate step `a`",
+        "cross_service.flows.custom[1].steps[1].qdrant.search.rank",
+    ] {
+        assert!(found.contains(expected), "{expected} not in:\n{found}");
+    }
+}
