@@ -17,6 +17,10 @@
 //! | `performance` | performance | latency percentiles through the gateway, and its overhead over direct requests |
 //! | `failover` | load_balancing | with one backend made unavailable the gateway keeps serving within an error budget, and takes it back (when configured) |
 //!
+//! With `flows:` configured, one more check per flow, `cross_service.flows.<name>` (category
+//! `operations`): the built-in `model_to_vector` and `model_to_database`, and flows of your own
+//! (see [`flow`]).
+//!
 //! Build it from configuration with [`from_config`], or embed one check:
 //!
 //! ```

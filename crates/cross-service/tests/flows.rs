@@ -360,7 +360,7 @@ cross_service:
           - name: a
             qdrant: { search: { collection: c, vector: [1], id: 1, rank: 0 } }
 "#;
-    let found = load_yaml(yaml).err().expect("problems").join("\n");
+    let found = load_yaml(yaml).expect_err("problems").join("\n");
     for expected in [
         "cross_service.flows.model_to_vector.dimension",
         "cross_service.flows.model_to_vector.tolerance",

@@ -115,7 +115,7 @@ impl Check for FlowCheck {
             citadel_itest_core::temp::new_run_id()
         );
         ctx.detail("request_id", request_id.clone());
-        let mut exec = match Exec::new(&env, ctx, name, request_id) {
+        let mut exec = match Exec::new(&env, ctx, request_id) {
             Ok(e) => e,
             Err(StepError::Harness(m) | StepError::Failed(m)) => {
                 return Ok(Outcome::error(

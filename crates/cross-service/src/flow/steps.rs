@@ -68,7 +68,6 @@ impl Env {
 pub(crate) struct Exec<'a> {
     env: &'a Env,
     ctx: &'a CheckContext,
-    flow: &'a str,
     http: reqwest::Client,
     pub(crate) vars: Vars,
     pg: Option<PgConnection>,
@@ -79,7 +78,6 @@ impl<'a> Exec<'a> {
     pub(crate) fn new(
         env: &'a Env,
         ctx: &'a CheckContext,
-        flow: &'a str,
         request_id: String,
     ) -> Result<Self, StepError> {
         let http = reqwest::Client::builder()
@@ -95,7 +93,6 @@ impl<'a> Exec<'a> {
         Ok(Exec {
             env,
             ctx,
-            flow,
             http,
             vars,
             pg: None,
@@ -342,8 +339,7 @@ impl<'a> Exec<'a> {
             queries += 1;
             let observed = self.query(&s.query, &params).await?;
             let Some(why) = judge(&expect, &observed)? else {
-                self.ctx
-                    .detail(format!("{}.sql_queries", self.flow), queries);
+                self.ctx.detail("sql_queries", queries);
                 return Ok(());
             };
             let elapsed = started.elapsed();
@@ -457,8 +453,7 @@ impl<'a> Exec<'a> {
                     )));
                 }
                 self.sizes.insert(name.clone(), *size);
-                self.ctx
-                    .detail(format!("{}.collection", self.flow), name.clone());
+                self.ctx.detail("collection", name.clone());
                 self.vars.set(var.clone(), Value::String(name));
                 Ok(())
             }
@@ -553,7 +548,7 @@ impl<'a> Exec<'a> {
                             pos + 1
                         ))
                     })?;
-                self.ctx.detail(format!("{}.score", self.flow), got);
+                self.ctx.detail("search_score", got);
                 if let Some(want) = score
                     && (got - want).abs() > *tolerance
                 {
