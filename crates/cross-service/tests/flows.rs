@@ -161,6 +161,7 @@ async fn a_sql_assertion_that_never_holds_fails_at_its_bound_with_the_last_value
         took >= Duration::from_millis(800) && took < Duration::from_secs(4),
         "{took:?}"
     );
+    assert_eq!(r.details["sql_last_observed"], "value 1 (1 row)", "{r:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +356,7 @@ cross_service:
       - name: two
         steps:
           - name: a
-            http: { method: "GE T", url: "ftp://127.0.0.1/x", capture: { v: { pointer: data } } }
+            http: { method: "GE T", url: "ftp://127.0.0.1/x", headers: { "x bad": v }, capture: { v: { pointer: data } } }
             sql: { query: "SELECT 1", expect: {} }
           - name: a
             qdrant: { search: { collection: c, vector: [1], id: 1, rank: 0 } }
@@ -373,6 +374,7 @@ cross_service:
         "cross_service.flows.custom[1].steps[0]: give exactly one of `http`, `sql`, `qdrant`",
         "cross_service.flows.custom[1].steps[0].http.method",
         "cross_service.flows.custom[1].steps[0].http.url",
+        "cross_service.flows.custom[1].steps[0].http.headers.x bad: `x bad` is not a header name",
         "cross_service.flows.custom[1].steps[0].http.capture.v.pointer: `data` is not a JSON pointer",
         "cross_service.flows.custom[1].steps[0].sql.expect: give `rows`, `value` or both",
         "cross_service.flows.custom[1].steps[0].sql: needs `flows.postgres`",

@@ -22,7 +22,8 @@ use crate::{NAME, Settings};
 /// Steps run in order; the first that fails fails the check, naming the flow, the step and
 /// what was wrong. Temporary collections are removed through the runner's cleanup on every
 /// path. The check claims the gateway's traffic, like the gateway checks, so its requests do
-/// not disturb their counts.
+/// not disturb their counts. Its budget is `flows.timeout` (else the gateway's `timeout`, else
+/// `run.timeout`) plus the `poll_until` bounds of its SQL steps.
 #[derive(Debug, Clone)]
 pub struct FlowCheck {
     id: CheckId,
@@ -40,13 +41,20 @@ impl FlowCheck {
     pub fn new(flow: Flow, gw: &GatewayConfig, flows: &FlowsConfig, settings: &Settings) -> Self {
         FlowCheck {
             id: CheckId::new(format!("{NAME}.flows.{}", flow.name)),
-            flow: Arc::new(flow),
             gateway_url: gw.url.clone(),
             gateway_key: gw.api_key.clone(),
             request_timeout: gw.request_timeout,
             flows: Arc::new(flows.clone()),
             run_id: settings.run_id.clone(),
-            timeout: flows.timeout.or(gw.timeout).unwrap_or(settings.timeout),
+            // The polls of SQL steps come on top of the base budget, so a flow reaches its
+            // bound (and reports the last observed value) before the runner's timeout.
+            timeout: flows.timeout.or(gw.timeout).unwrap_or(settings.timeout)
+                + flow
+                    .steps
+                    .iter()
+                    .filter_map(|s| s.sql.as_ref().and_then(|q| q.poll_until))
+                    .sum::<Duration>(),
+            flow: Arc::new(flow),
         }
     }
 
@@ -156,5 +164,25 @@ impl Check for FlowCheck {
         }
         measurements.push(Measurement::duration("flow_time", started.elapsed()));
         Ok(Outcome::from_measurements(measurements))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{HttpStep, SqlStep};
+
+    #[test]
+    fn the_budget_covers_the_sql_polls() {
+        let gw =
+            GatewayConfig::new("http://127.0.0.1:58080/v1", ["m"]).timeout(Duration::from_secs(7));
+        let flow = Flow::new("f").http("a", HttpStep::get("/v1/models")).sql(
+            "b",
+            SqlStep::new("SELECT 1").poll_until(Duration::from_secs(5)),
+        );
+        let check = FlowCheck::new(flow, &gw, &FlowsConfig::new(), &Settings::default());
+        assert_eq!(check.timeout(), Some(Duration::from_secs(12)));
+        assert_eq!(check.id().as_str(), "cross_service.flows.f");
+        assert_eq!(check.category(), Category::Operations);
     }
 }

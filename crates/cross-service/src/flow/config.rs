@@ -455,6 +455,14 @@ fn validate_step(v: &mut Validator<'_>, step: &Step, flows: &FlowsConfig) {
         if !h.url.starts_with('/') {
             check_http_url(v, "http.url", &h.url);
         }
+        for name in h.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                v.error(
+                    &format!("http.headers.{name}"),
+                    format!("`{name}` is not a header name"),
+                );
+            }
+        }
         if !(100..=599).contains(&h.expect_status) {
             v.error(
                 "http.expect_status",

@@ -342,6 +342,9 @@ impl<'a> Exec<'a> {
                 self.ctx.detail("sql_queries", queries);
                 return Ok(());
             };
+            // Kept up to date, so a run that ends before the bound (deadline, cancel) still
+            // reports what was last seen.
+            self.ctx.detail("sql_last_observed", why.clone());
             let elapsed = started.elapsed();
             match s.poll_until {
                 Some(bound) if elapsed + s.poll_interval < bound => {
