@@ -384,3 +384,45 @@ cross_service:
         assert!(found.contains(expected), "{expected} not in:\n{found}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_that_times_out_leaves_no_temporary_collection() {
+    let stack = Stack::start().await;
+    let flows = stack.flows().timeout(Duration::from_secs(1));
+    let flow = Flow::new("slow")
+        .qdrant("collection", QdrantStep::create_collection("c", 4))
+        .sql(
+            "sleep",
+            SqlStep::new("SELECT pg_sleep(5)::text").expect(SqlExpect::rows(1)),
+        );
+    let started = Instant::now();
+    let r = run_one(&stack.check(flow, &flows)).await;
+    assert!(
+        matches!(
+            r.outcome,
+            Outcome::Error {
+                kind: ErrorKind::Timeout,
+                ..
+            }
+        ),
+        "{r:#?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        r.details["collection"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("citadel_itest_"))
+    );
+    assert!(!r.details.contains_key("leftovers"), "{r:#?}");
+    let left: Vec<String> = stack
+        .collections()
+        .await
+        .into_iter()
+        .filter(|c| c.starts_with("citadel_itest_"))
+        .collect();
+    assert!(left.is_empty(), "temporary collections left: {left:?}");
+}
