@@ -237,7 +237,10 @@ fn run_demo_suite(pg_password: &str, qdrant_key: &str) {
         "cross_service.flows.model_to_vector",
         "cross_service.flows.model_to_database",
     ] {
-        assert!(cross.iter().any(|r| r["id"] == id), "{id} missing: {cross:#?}");
+        assert!(
+            cross.iter().any(|r| r["id"] == id),
+            "{id} missing: {cross:#?}"
+        );
     }
     for r in &cross {
         let skipped_by_config = [
