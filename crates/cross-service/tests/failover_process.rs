@@ -16,36 +16,13 @@ use citadel_itest_cross_service::{
 use citadel_itest_testkit::{ModelServer, Nginx};
 use common::{IDS, MODELS, assert_status, message, run};
 
-/// The fixtures binary of this workspace, built when missing (as scripts/services.sh does).
+/// The fixtures binary of this workspace (built when missing).
 fn fixtures_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("citadel-itest-fixtures");
-    if !bin.is_file() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--quiet", "-p", "citadel-itest-testkit"])
-            .args([
-                "--features",
-                "fixtures-bin",
-                "--bin",
-                "citadel-itest-fixtures",
-            ])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building citadel-itest-fixtures failed");
-    }
-    bin
+    citadel_itest_testkit::fixtures_binary().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    citadel_itest_testkit::closed_port().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `start-stop-daemon` argument lists that start and stop model-b on `port`.

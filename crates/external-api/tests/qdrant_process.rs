@@ -17,41 +17,13 @@ use common::settings;
 
 const KEY: &str = "qdrant-process-key-1357";
 
-/// The fixtures binary of this workspace, built when missing (as scripts/services.sh does).
+/// The fixtures binary of this workspace (built when missing).
 fn fixtures_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/debug/deps/<test> -> target/debug/citadel-itest-fixtures
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("citadel-itest-fixtures");
-    if !bin.is_file() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "citadel-itest-testkit",
-                "--features",
-                "fixtures-bin",
-                "--bin",
-                "citadel-itest-fixtures",
-            ])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building citadel-itest-fixtures failed");
-    }
-    assert!(bin.is_file(), "{} not found", bin.display());
-    bin
+    citadel_itest_testkit::fixtures_binary().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    citadel_itest_testkit::closed_port().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A Qdrant fixture process; killed (and continued first, if stopped) on drop.

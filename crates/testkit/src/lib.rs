@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod fixtures_binary;
 pub mod lying;
 #[cfg(feature = "models")]
 pub mod model;
@@ -50,6 +51,7 @@ pub mod prometheus;
 pub mod qdrant;
 
 pub use error::{ErrorKind, TestkitError};
+pub use fixtures_binary::{FIXTURES_BINARY, fixtures_binary};
 pub use lying::LyingServer;
 #[cfg(feature = "models")]
 pub use model::{Faults, ModelServer, ModelServerBuilder};
