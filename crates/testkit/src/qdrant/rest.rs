@@ -193,6 +193,10 @@ pub(crate) struct RestError {
     code: StatusCode,
     message: String,
     time: f64,
+    /// Answered before the request body was read: the connection is closed after the answer
+    /// (`connection: close`), so a client never sends its next request on a connection the
+    /// server is about to drop.
+    close: bool,
 }
 
 impl RestError {
@@ -211,6 +215,7 @@ impl RestError {
             code,
             message: error.message(),
             time: started.elapsed().as_secs_f64(),
+            close: false,
         }
     }
 
@@ -220,6 +225,7 @@ impl RestError {
             code: StatusCode::BAD_REQUEST,
             message: format!("Format error in JSON body: {detail}"),
             time: 0.0,
+            close: false,
         }
     }
 
@@ -229,6 +235,7 @@ impl RestError {
             code: StatusCode::BAD_REQUEST,
             message: detail.to_string(),
             time: 0.0,
+            close: false,
         }
     }
 
@@ -238,6 +245,7 @@ impl RestError {
             code: StatusCode::UNPROCESSABLE_ENTITY,
             message: format!("Validation error in JSON body: [{detail}]"),
             time: 0.0,
+            close: false,
         }
     }
 }
@@ -250,7 +258,14 @@ impl IntoResponse for RestError {
             },
             time: self.time,
         };
-        (self.code, Json(body)).into_response()
+        let mut response = (self.code, Json(body)).into_response();
+        if self.close {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
@@ -265,16 +280,22 @@ impl<T: DeserializeOwned> FromRequest<Arc<Shared>> for Body<T> {
         let limit = shared.max_request_size;
         if let Some(length) = content_length(request.headers()) {
             if length > limit {
-                return Err(RestError::payload(format!(
+                let mut too_large = RestError::payload(format!(
                     "JSON payload ({length} bytes) is larger than allowed (limit: {limit} bytes)."
-                )));
+                ));
+                too_large.close = true;
+                return Err(too_large);
             }
         }
         let bytes = axum::body::to_bytes(request.into_body(), limit)
             .await
             .map_err(|e| {
                 if is_length_limit(&e) {
-                    RestError::payload(format!("JSON payload has exceeded limit ({limit} bytes)."))
+                    let mut too_large = RestError::payload(format!(
+                        "JSON payload has exceeded limit ({limit} bytes)."
+                    ));
+                    too_large.close = true;
+                    too_large
                 } else {
                     RestError::payload(format!("Error that occur during reading payload: {e}"))
                 }
@@ -318,6 +339,7 @@ fn wait_param(uri: &Uri) -> Result<bool, RestError> {
             code: StatusCode::BAD_REQUEST,
             message: format!("Deserialize error in query parameters: {}", e.body_text()),
             time: 0.0,
+            close: false,
         })
 }
 
@@ -832,6 +854,7 @@ async fn get_point(
                 "Deserialize error in path parameters: value {id} is not a valid point ID, valid values are either an unsigned integer or a UUID"
             ),
             time: 0.0,
+            close: false,
         })?;
     let mut points = shared
         .store
