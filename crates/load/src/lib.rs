@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bodies;
 pub mod check;
 pub mod config;
 pub mod engine;
