@@ -59,7 +59,9 @@ mod types;
 
 pub use client::{Client, DEFAULT_TIMEOUT, RawReply, Reply};
 pub use error::{ApiError, RequestError};
-pub use stream::{Gaps, StreamEnd, StreamLimits, StreamReport, TokenCount, read_stream};
+pub use stream::{
+    Gaps, StreamEnd, StreamLimits, StreamReport, StreamTracker, TokenCount, read_stream,
+};
 pub use types::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatRequest, ChunkChoice, Completion,
     CompletionChoice, CompletionRequest, Delta, Embedding, EmbeddingInput, Embeddings,

@@ -33,6 +33,9 @@ pub struct StreamLimits {
     pub stall: Duration,
     /// The whole stream, from sending the request to its end: 5 min.
     pub max_duration: Duration,
+    /// Whether [`StreamReport::arrivals`] is kept: true. A reader that needs only the timings
+    /// (TTFT, gaps, end to end) sets it false and saves one allocation per stream.
+    pub keep_arrivals: bool,
 }
 
 impl Default for StreamLimits {
@@ -44,6 +47,7 @@ impl Default for StreamLimits {
             max_kept_gaps: 100_000,
             stall: Duration::from_secs(30),
             max_duration: Duration::from_secs(300),
+            keep_arrivals: true,
         }
     }
 }
@@ -82,6 +86,12 @@ impl StreamLimits {
     /// Set [`StreamLimits::max_kept_gaps`].
     pub fn max_kept_gaps(mut self, n: usize) -> Self {
         self.max_kept_gaps = n;
+        self
+    }
+
+    /// Set [`StreamLimits::keep_arrivals`].
+    pub fn keep_arrivals(mut self, keep: bool) -> Self {
+        self.keep_arrivals = keep;
         self
     }
 }
@@ -328,106 +338,263 @@ impl StreamReport {
 /// Read a streaming `response` to its end within `limits`; `started` is when the request was
 /// sent (TTFT and the total are measured from it). Never fails: how the stream ended is in
 /// [`StreamReport::end`]. Holds at most one event, the kept content and the kept gaps.
+///
+/// The classification and timing are [`StreamTracker`]'s; this is its reqwest transport.
 pub async fn read_stream(
     mut response: reqwest::Response,
     started: Instant,
     limits: &StreamLimits,
 ) -> StreamReport {
-    let mut report = StreamReport::empty(Some(response.status()), response.headers().clone());
-    report.head = Some(started.elapsed());
-    let mut reader = Reader {
-        limits: *limits,
-        parser: SseParser::new(limits.max_event_bytes),
-        last_content: None,
-        report,
-    };
-    let hard_deadline = started + limits.max_duration;
-    let mut last_event = Instant::now();
-    let mut events = Vec::new();
-    let end = loop {
-        let stall_deadline = last_event + limits.stall;
-        let deadline = stall_deadline.min(hard_deadline);
-        let chunk = match timeout_at(deadline, response.chunk()).await {
-            Err(_) => break reader.timed_out(stall_deadline <= hard_deadline),
-            Ok(Err(e)) if e.is_timeout() => break reader.timed_out(false),
-            Ok(Err(e)) => {
-                break StreamEnd::CutOff {
-                    events: reader.report.events,
-                    detail: Some(transport_words(e)),
-                };
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut tracker = StreamTracker::new(started.into_std(), limits);
+    loop {
+        let deadline = Instant::from_std(tracker.deadline());
+        match timeout_at(deadline, response.chunk()).await {
+            Err(_) => tracker.on_deadline(),
+            Ok(Err(e)) if e.is_timeout() => tracker.on_timeout(false),
+            Ok(Err(e)) => tracker.on_transport_error(transport_words(e)),
+            Ok(Ok(None)) => tracker.on_eof(),
+            Ok(Ok(Some(chunk))) => {
+                tracker.push(&chunk, std::time::Instant::now());
             }
-            Ok(Ok(None)) => {
-                let detail = reader
-                    .parser
-                    .has_partial_event()
-                    .then(|| "the last event was not finished".to_string());
-                break StreamEnd::CutOff {
-                    events: reader.report.events,
-                    detail,
-                };
-            }
-            Ok(Ok(Some(chunk))) => chunk,
-        };
-        let now = Instant::now();
-        reader.report.bytes += chunk.len() as u64;
-        reader.report.reads += 1;
-        if reader.report.bytes > limits.max_total_bytes as u64 {
-            break StreamEnd::TooLarge {
-                what: "the stream",
-                limit: limits.max_total_bytes,
-                events: reader.report.events,
-            };
         }
-        events.clear();
-        let pushed = reader.parser.push(&chunk, &mut events);
-        let before = reader.report.events;
-        if let Some(end) = events.drain(..).find_map(|e| reader.event(e, now, started)) {
-            break end;
+        if tracker.end().is_some() {
+            break;
         }
-        if reader.report.events > before {
-            last_event = now;
-        }
-        if pushed.is_err() {
-            break StreamEnd::TooLarge {
-                what: "one event",
-                limit: limits.max_event_bytes,
-                events: reader.report.events,
-            };
-        }
-    };
-    let mut report = reader.report;
-    report.end = end;
-    report.total = started.elapsed();
+    }
+    let mut report = tracker.finish();
+    report.status = Some(status);
+    report.headers = headers;
     report
 }
 
-struct Reader {
+/// The transport-independent part of reading a stream: feed it the body as it arrives
+/// ([`StreamTracker::push`]) and tell it how the transport ended ([`StreamTracker::on_eof`],
+/// [`StreamTracker::on_deadline`], [`StreamTracker::on_timeout`],
+/// [`StreamTracker::on_transport_error`]); it classifies the stream ([`StreamEnd`]: only
+/// `[DONE]` is a success), times it (TTFT, inter-token gaps, end to end) and counts tokens.
+/// [`StreamTracker::finish`] gives the [`StreamReport`] (without status and headers, which
+/// are the transport's).
+///
+/// The first decision wins: input after the stream is decided is ignored. The transport
+/// must wait for more input no longer than [`StreamTracker::deadline`].
+///
+/// Per stream it holds the SSE parser's one event, the kept content (none with
+/// [`StreamLimits::max_content_bytes`] 0), the kept gaps and the kept arrival times (none
+/// with [`StreamLimits::keep_arrivals`] false).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use citadel_itest_openai::{StreamLimits, StreamTracker, TokenCount};
+///
+/// let sent = Instant::now();
+/// let mut tracker = StreamTracker::new(sent, &StreamLimits::default());
+/// let chunk = br#"data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}"#;
+/// assert!(tracker.push(chunk, sent + Duration::from_millis(5)).is_none());
+/// assert!(tracker.push(b"\n\n", sent + Duration::from_millis(20)).is_none());
+/// let end = tracker.push(b"data: [DONE]\n\n", sent + Duration::from_millis(30));
+/// assert!(end.unwrap().is_success());
+/// let report = tracker.finish();
+/// assert_eq!(report.ttft, Some(Duration::from_millis(20)));
+/// assert_eq!(report.tokens, TokenCount::ContentChunks(1));
+/// assert_eq!(report.total, Duration::from_millis(30));
+/// ```
+#[derive(Debug)]
+pub struct StreamTracker {
     limits: StreamLimits,
+    started: std::time::Instant,
     parser: SseParser,
-    last_content: Option<Instant>,
+    events: Vec<SseEvent>,
+    last_content: Option<std::time::Instant>,
+    last_event: std::time::Instant,
+    hard_deadline: std::time::Instant,
+    end: Option<StreamEnd>,
+    ended_at: Option<std::time::Instant>,
     report: StreamReport,
 }
 
-impl Reader {
-    fn timed_out(&self, stalled: bool) -> StreamEnd {
-        if stalled {
+impl StreamTracker {
+    /// A tracker for a stream whose request was sent at `started`; the response head has
+    /// just arrived (the head time and the first stall bound count from now).
+    pub fn new(started: std::time::Instant, limits: &StreamLimits) -> Self {
+        let now = std::time::Instant::now();
+        let mut report = StreamReport::empty(None, HeaderMap::new());
+        report.head = Some(now.saturating_duration_since(started));
+        StreamTracker {
+            limits: *limits,
+            started,
+            parser: SseParser::new(limits.max_event_bytes),
+            events: Vec::new(),
+            last_content: None,
+            last_event: now,
+            hard_deadline: started
+                .checked_add(limits.max_duration)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365)),
+            end: None,
+            ended_at: None,
+            report,
+        }
+    }
+
+    /// The latest instant to wait for more input: the stall bound after the last event, or
+    /// the end of [`StreamLimits::max_duration`], whichever comes first. When it passes
+    /// without input, call [`StreamTracker::on_deadline`].
+    pub fn deadline(&self) -> std::time::Instant {
+        self.stall_deadline().min(self.hard_deadline)
+    }
+
+    fn stall_deadline(&self) -> std::time::Instant {
+        self.last_event
+            .checked_add(self.limits.stall)
+            .unwrap_or(self.hard_deadline)
+    }
+
+    /// How the stream ended, once it is decided.
+    pub fn end(&self) -> Option<&StreamEnd> {
+        self.end.as_ref()
+    }
+
+    /// `data` events received so far (`[DONE]` included).
+    pub fn events(&self) -> u64 {
+        self.report.events
+    }
+
+    /// Body bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.report.bytes
+    }
+
+    /// Take one piece of the body that arrived at `now`. Returns the end when this piece
+    /// decided the stream (`[DONE]`, an in-band error, a malformed chunk, an event or the
+    /// stream over its byte cap), or when it was decided before.
+    pub fn push(&mut self, bytes: &[u8], now: std::time::Instant) -> Option<&StreamEnd> {
+        if self.end.is_some() {
+            return self.end.as_ref();
+        }
+        self.report.bytes += bytes.len() as u64;
+        self.report.reads += 1;
+        if self.report.bytes > self.limits.max_total_bytes as u64 {
+            let end = StreamEnd::TooLarge {
+                what: "the stream",
+                limit: self.limits.max_total_bytes,
+                events: self.report.events,
+            };
+            self.decide(end, now);
+            return self.end.as_ref();
+        }
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let pushed = self.parser.push(bytes, &mut events);
+        let before = self.report.events;
+        let mut decided = None;
+        for event in events.drain(..) {
+            if let Some(end) = self.event(event, now) {
+                decided = Some(end);
+                break;
+            }
+        }
+        events.clear();
+        self.events = events;
+        if let Some(end) = decided {
+            self.decide(end, now);
+            return self.end.as_ref();
+        }
+        if self.report.events > before {
+            self.last_event = now;
+        }
+        if pushed.is_err() {
+            let end = StreamEnd::TooLarge {
+                what: "one event",
+                limit: self.limits.max_event_bytes,
+                events: self.report.events,
+            };
+            self.decide(end, now);
+        }
+        self.end.as_ref()
+    }
+
+    /// The body ended (cleanly) before the stream was decided: cut off (saying so when an
+    /// event was left unfinished).
+    pub fn on_eof(&mut self) {
+        let detail = self
+            .parser
+            .has_partial_event()
+            .then(|| "the last event was not finished".to_string());
+        let end = StreamEnd::CutOff {
+            events: self.report.events,
+            detail,
+        };
+        self.decide(end, std::time::Instant::now());
+    }
+
+    /// [`StreamTracker::deadline`] passed without input: stalled when the stall bound was
+    /// the nearer, timed out otherwise.
+    pub fn on_deadline(&mut self) {
+        let stalled = self.stall_deadline() <= self.hard_deadline;
+        self.on_timeout(stalled);
+    }
+
+    /// The transport gave up waiting: [`StreamEnd::Stalled`] when `stalled`, otherwise
+    /// [`StreamEnd::TimedOut`].
+    pub fn on_timeout(&mut self, stalled: bool) {
+        let events = self.report.events;
+        let end = if stalled {
             StreamEnd::Stalled {
                 within: self.limits.stall,
-                events: self.report.events,
+                events,
             }
         } else {
             StreamEnd::TimedOut {
                 within: self.limits.max_duration,
-                events: self.report.events,
+                events,
             }
+        };
+        self.decide(end, std::time::Instant::now());
+    }
+
+    /// The transport failed (reset, broken chunked encoding, ...): cut off, with `detail`
+    /// (which must hold no secret).
+    pub fn on_transport_error(&mut self, detail: String) {
+        let end = StreamEnd::CutOff {
+            events: self.report.events,
+            detail: Some(detail),
+        };
+        self.decide(end, std::time::Instant::now());
+    }
+
+    /// The report. A stream not decided yet counts as cut off (the reader stopped before its
+    /// end). [`StreamReport::total`] runs to the decision; status and headers are empty.
+    pub fn finish(mut self) -> StreamReport {
+        if self.end.is_none() {
+            let end = StreamEnd::CutOff {
+                events: self.report.events,
+                detail: Some("the reader stopped before the end of the stream".to_string()),
+            };
+            self.decide(end, std::time::Instant::now());
+        }
+        let mut report = self.report;
+        if let Some(end) = self.end {
+            report.end = end;
+        }
+        let ended = self.ended_at.unwrap_or_else(std::time::Instant::now);
+        report.total = ended.saturating_duration_since(self.started);
+        report
+    }
+
+    fn decide(&mut self, end: StreamEnd, at: std::time::Instant) {
+        if self.end.is_none() {
+            self.end = Some(end);
+            self.ended_at = Some(at);
         }
     }
 
     /// Take one event; `Some` when it ends the stream.
-    fn event(&mut self, event: SseEvent, at: Instant, started: Instant) -> Option<StreamEnd> {
+    fn event(&mut self, event: SseEvent, at: std::time::Instant) -> Option<StreamEnd> {
+        let started = self.started;
         self.report.events += 1;
         let n = self.report.events;
-        if self.report.arrivals.len() < self.limits.max_kept_gaps {
+        if self.limits.keep_arrivals && self.report.arrivals.len() < self.limits.max_kept_gaps {
             self.report
                 .arrivals
                 .push(at.saturating_duration_since(started));
