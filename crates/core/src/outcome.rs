@@ -238,6 +238,9 @@ pub enum Comparison {
     /// value >= limit
     #[serde(rename = ">=")]
     Ge,
+    /// value == limit
+    #[serde(rename = "==")]
+    Eq,
 }
 
 impl fmt::Display for Comparison {
@@ -247,6 +250,7 @@ impl fmt::Display for Comparison {
             Comparison::Le => "<=",
             Comparison::Gt => ">",
             Comparison::Ge => ">=",
+            Comparison::Eq => "==",
         })
     }
 }
@@ -300,6 +304,7 @@ impl Threshold {
             Comparison::Le => value <= self.limit,
             Comparison::Gt => value > self.limit,
             Comparison::Ge => value >= self.limit,
+            Comparison::Eq => value == self.limit,
         }
     }
 }
