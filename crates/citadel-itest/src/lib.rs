@@ -54,6 +54,9 @@ pub use citadel_itest_database as database;
 /// The `external_api` tester (feature `external-api`).
 #[cfg(feature = "external-api")]
 pub use citadel_itest_external_api as external_api;
+/// The `load` tester (feature `load`). (A module: [`load()`](fn@load) is the config loader.)
+#[cfg(feature = "load")]
+pub use citadel_itest_load as load;
 
 /// The README's code blocks, compiled as doctests so they stay true.
 #[cfg(doctest)]
@@ -110,6 +113,13 @@ pub fn registry() -> Vec<TesterEntry> {
         build: |c, run_id, p| {
             citadel_itest_cross_service::from_config(c, p)
                 .map(|t| Box::new(t.run_id(run_id)) as Box<dyn IntegrationTester>)
+        },
+    });
+    #[cfg(feature = "load")]
+    entries.push(TesterEntry {
+        section: "load",
+        build: |c, _run_id, p| {
+            citadel_itest_load::from_config(c, p).map(|t| Box::new(t) as Box<dyn IntegrationTester>)
         },
     });
     entries

@@ -1,4 +1,4 @@
-//! The `citadel-itest` binary: `run`, `validate`, `list`.
+//! The `citadel-itest` binary: `run`, `validate`, `list`, `load`.
 //!
 //! Exit codes: 0 every executed check passed; 1 a check failed or errored (or a report could
 //! not be written); 2 invalid config or usage; 130 interrupted.
@@ -15,6 +15,9 @@ use citadel_itest::report::{ConsoleReporter, JsonReporter, JunitReporter};
 use citadel_itest::{Loaded, Reporter};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "load")]
+mod load_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +38,9 @@ enum Command {
     Validate(ConfigArgs),
     /// List the checks the configuration produces.
     List(ListArgs),
+    /// Run the `load:` scenarios alone, with live progress; `load merge` merges results.
+    #[cfg(feature = "load")]
+    Load(load_cmd::LoadArgs),
 }
 
 #[derive(Args)]
@@ -102,6 +108,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(args),
         Command::List(args) => list(args),
         Command::Run(args) => run(args),
+        #[cfg(feature = "load")]
+        Command::Load(args) => load_cmd::load_command(args),
     }
 }
 

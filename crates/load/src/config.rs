@@ -817,6 +817,9 @@ impl Validate for RequestConfig {
         if let Some(p) = &self.prompts {
             if p.field.is_empty() {
                 v.error("prompts.field", "must not be empty");
+            } else if let Err(e) = crate::bodies::render(self) {
+                // Read now, before anything connects: a missing or bad file is a config error.
+                v.error("prompts.file", e.to_string());
             }
             if let Some(body) = &self.body {
                 if !body.contains("{{prompt}}") {

@@ -1,0 +1,286 @@
+//! `citadel-itest load`: run the configured load scenarios with live progress, write one
+//! result file per scenario, and gate on their thresholds; `citadel-itest load merge`: merge
+//! the result files of several processes exactly and judge the merged run.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use citadel_itest::config::{ConfigProblem, read_input_file, redact_text};
+use citadel_itest::load::config::LoadConfig;
+use citadel_itest::load::progress::ProgressMode;
+use citadel_itest::load::result::LoadResult;
+use citadel_itest::load::scenario::{self, RunOptions};
+use citadel_itest::load::slo::Threshold;
+use citadel_itest::report::write_atomic;
+use clap::{Args, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// Largest result file `load merge` reads.
+const MAX_RESULT_BYTES: u64 = 256 * 1024 * 1024;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct LoadArgs {
+    #[command(subcommand)]
+    action: Option<LoadAction>,
+    #[command(flatten)]
+    run: LoadRunArgs,
+}
+
+#[derive(Subcommand)]
+enum LoadAction {
+    /// Merge result files of several load processes into one (histograms added exactly)
+    /// and judge the thresholds on the merged run.
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+struct LoadRunArgs {
+    #[command(flatten)]
+    config: crate::ConfigArgs,
+    /// Run only this scenario (repeatable); default all.
+    #[arg(long, value_name = "NAME")]
+    scenario: Vec<String>,
+    /// Directory for the result files `load-<scenario>.json` (default: `run.report_dir`).
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Print nothing but the summary (no live progress).
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// Result files written by `citadel-itest load` (two or more).
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// Write the merged result here.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Judge these thresholds (repeatable) instead of those of the first file.
+    #[arg(long, value_name = "THRESHOLD")]
+    threshold: Vec<String>,
+}
+
+pub(crate) fn load_command(args: LoadArgs) -> ExitCode {
+    match args.action {
+        Some(LoadAction::Merge(m)) => merge(m),
+        None => run(args.run),
+    }
+}
+
+fn run(args: LoadRunArgs) -> ExitCode {
+    let loaded = match crate::load(&args.config, Vec::new()) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut problems = Vec::new();
+    let Some(section) = loaded
+        .config
+        .section::<LoadConfig>(citadel_itest::load::NAME, &mut problems)
+    else {
+        eprintln!("error: the configuration has no `load:` section with scenarios");
+        return ExitCode::from(2);
+    };
+    let mut scenarios = section.scenarios.clone();
+    if !args.scenario.is_empty() {
+        let unknown: Vec<&String> = args
+            .scenario
+            .iter()
+            .filter(|n| !scenarios.iter().any(|s| &s.name == *n))
+            .collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+            let problem = ConfigProblem::new(
+                "load.scenarios",
+                None,
+                format!(
+                    "no scenario named {} (configured: {})",
+                    unknown
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    known.join(", ")
+                ),
+            );
+            eprintln!("error: {problem}");
+            return ExitCode::from(2);
+        }
+        scenarios.retain(|s| args.scenario.contains(&s.name));
+    }
+    if scenarios.is_empty() {
+        eprintln!("error: `load.scenarios` is empty");
+        return ExitCode::from(2);
+    }
+    let out_dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| loaded.config.run.report_dir.clone());
+    let progress = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::Auto
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cancel = CancellationToken::new();
+    let mut code = 0u8;
+    runtime.block_on(async {
+        let token = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping the load run (Ctrl-C again to abort)");
+                token.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        for s in &scenarios {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let options = RunOptions::default()
+                .cancel(cancel.clone())
+                .progress(progress)
+                .targets(loaded.config.performance_targets.clone());
+            let result = match scenario::run_scenario(s, &options).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {}", redact_text(&citadel_itest::error_chain(&e)));
+                    code = code.max(1);
+                    continue;
+                }
+            };
+            let passed = print_result(&result);
+            if !passed {
+                code = code.max(1);
+            }
+            let path = out_dir.join(format!("load-{}.json", s.name));
+            if let Err(e) = write_result(&path, &result) {
+                eprintln!("error: {e}");
+                code = code.max(1);
+            } else {
+                eprintln!("result written: {}", path.display());
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if cancel.is_cancelled() {
+        return ExitCode::from(130);
+    }
+    ExitCode::from(code)
+}
+
+/// Print a result's summary and thresholds to standard output; true when it passed.
+fn print_result(result: &LoadResult) -> bool {
+    let verdict = scenario::verdict(result);
+    let colour = std::io::stdout().is_terminal();
+    let (ok, bad) = if colour {
+        ("\x1b[32mPASS\x1b[0m", "\x1b[31mFAIL\x1b[0m")
+    } else {
+        ("PASS", "FAIL")
+    };
+    println!(
+        "load {} ({}): {}",
+        result.scenario,
+        result.model,
+        if verdict.is_ok() { ok } else { bad }
+    );
+    for line in scenario::figure_lines(result) {
+        println!("  {}", redact_text(&line));
+    }
+    for t in &result.thresholds {
+        let mark = if t.passed { "ok  " } else { "FAIL" };
+        println!("  {mark} {}  ({})", t.text, redact_text(&t.message));
+    }
+    if let Some(stopped) = &result.stopped {
+        println!("  stopped: {}", redact_text(stopped));
+    }
+    if let Err(reasons) = &verdict {
+        for r in reasons {
+            eprintln!("load {}: {}", result.scenario, redact_text(r));
+        }
+    }
+    verdict.is_ok()
+}
+
+fn write_result(path: &Path, result: &LoadResult) -> Result<(), String> {
+    let json = serde_json::to_vec_pretty(result)
+        .map_err(|e| format!("serialise the result of `{}`: {e}", result.scenario))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    write_atomic(path, &json).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn merge(args: MergeArgs) -> ExitCode {
+    if args.files.len() < 2 {
+        eprintln!("error: give two or more result files to merge");
+        return ExitCode::from(2);
+    }
+    let mut results = Vec::with_capacity(args.files.len());
+    for f in &args.files {
+        let bytes = match read_input_file(f, MAX_RESULT_BYTES) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        };
+        match LoadResult::from_json_slice(&bytes) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("error: {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let texts: Vec<String> = if args.threshold.is_empty() {
+        results[0]
+            .thresholds
+            .iter()
+            .map(|t| t.text.clone())
+            .collect()
+    } else {
+        args.threshold.clone()
+    };
+    let mut thresholds = Vec::with_capacity(texts.len());
+    for t in &texts {
+        match Threshold::parse(t) {
+            Ok(t) => thresholds.push(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut merged = match LoadResult::merge(&results) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: merge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    merged.apply_thresholds(&thresholds);
+    let passed = print_result(&merged);
+    if let Some(out) = &args.out {
+        if let Err(e) = write_result(out, &merged) {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+        eprintln!("merged result written: {}", out.display());
+    }
+    ExitCode::from(if passed { 0 } else { 1 })
+}
