@@ -160,7 +160,10 @@ fn verdicts_name_the_metric_the_value_and_the_threshold() {
 
     let v = parse("http_req_duration p50 < 0.1s").evaluate(&r);
     assert!(v.passed, "{}", v.message);
-    assert_eq!(v.message, "http_req_duration p50 = 20.02ms, threshold < 0.1s");
+    assert_eq!(
+        v.message,
+        "http_req_duration p50 = 20.02ms, threshold < 0.1s"
+    );
 
     let v = parse("rps > 50").evaluate(&r);
     assert!(!v.passed);
