@@ -7,6 +7,7 @@ CITADEL_PACKAGES=(
   "prometheus:prometheus"
   "nginx-light:nginx"
   "openssl:openssl"
+  "python3-minimal:python3"
 )
 
 pg_bin() {
