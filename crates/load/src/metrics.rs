@@ -437,13 +437,14 @@ impl Shared {
 
     /// What has been flushed so far, for live progress and abort-on-fail: counts, derived
     /// figures, percentile tables (2 significant digits) and the stream section, with
-    /// `series.seconds` holding only the last complete second (`elapsed - 1s`, when there is
-    /// one) and no encoded histograms or buckets. Each recorder flushes a second when it
-    /// records a sample of a later one, so a worker waiting on a slow answer has not
-    /// flushed yet.
+    /// `series.seconds` holding only the last complete second and no encoded histograms or
+    /// buckets. Each recorder flushes a second when it records a sample of a later one, so
+    /// the "last complete second" is the last one that ended at least half a second before
+    /// `elapsed` (second 1 from 2.5 s to 3.5 s), and a worker waiting on a slow answer has
+    /// not flushed yet.
     pub fn interim(&self, elapsed: Duration) -> LoadResult {
         let inner = self.lock();
-        let last = elapsed.as_secs().checked_sub(1).and_then(|t| {
+        let last = last_complete(elapsed).and_then(|t| {
             inner.seconds.get(t as usize).map(|s| SecondData {
                 t,
                 requests: s.requests,
@@ -484,6 +485,14 @@ impl Shared {
                 .map(|s| s.hist.heap_bytes())
                 .sum::<usize>()
     }
+}
+
+/// The last second of the series that ended at least half a second before `elapsed`.
+fn last_complete(elapsed: Duration) -> Option<u64> {
+    elapsed
+        .checked_sub(Duration::from_millis(500))?
+        .as_secs()
+        .checked_sub(1)
 }
 
 /// The metrics of one worker. Create one per worker with [`Recorder::new`]; record with
@@ -689,20 +698,22 @@ mod tests {
         // Still in second 0: nothing flushed.
         assert_eq!(shared.interim(Duration::from_secs(1)).counts.requests, 0);
         r.record(&ok(1000, 10));
-        let live = shared.interim(Duration::from_secs(1));
-        assert_eq!(live.counts.requests, 10);
-        assert_eq!(live.derived.rps, Some(10.0));
-        assert_eq!(live.series.seconds.len(), 1);
-        assert_eq!(live.series.seconds[0].t, 0);
-        assert_eq!(live.series.seconds[0].requests, 10);
-        // Second 1 is not flushed yet: no last complete second to show at 2s.
         assert!(
             shared
-                .interim(Duration::from_secs(2))
+                .interim(Duration::from_secs(1))
                 .series
                 .seconds
                 .is_empty()
         );
+        let live = shared.interim(Duration::from_millis(2000));
+        assert_eq!(live.counts.requests, 10);
+        assert_eq!(live.derived.rps, Some(5.0));
+        assert_eq!(live.series.seconds.len(), 1);
+        assert_eq!(live.series.seconds[0].t, 0);
+        assert_eq!(live.series.seconds[0].requests, 10);
+        // Second 1 is not flushed yet: nothing to show for it at 2.5 s.
+        let later = shared.interim(Duration::from_millis(2500));
+        assert!(later.series.seconds.is_empty());
         let p95 = live.metrics["http_req_duration"].p95.unwrap();
         assert!((10.0..10.1).contains(&p95), "{p95}");
         assert!(live.histograms.metrics.is_empty());
@@ -728,6 +739,16 @@ mod tests {
         assert_eq!(res.series.seconds[0].requests, 2);
         assert_eq!(res.series.seconds[19].requests, 2);
         assert!(res.series.seconds.iter().all(|s| s.histogram.is_some()));
+    }
+
+    #[test]
+    fn the_last_complete_second_ended_half_a_second_ago() {
+        let at = |ms| last_complete(Duration::from_millis(ms));
+        assert_eq!(at(0), None);
+        assert_eq!(at(1499), None);
+        assert_eq!(at(1500), Some(0));
+        assert_eq!(at(2499), Some(0));
+        assert_eq!(at(2500), Some(1));
     }
 
     #[test]
