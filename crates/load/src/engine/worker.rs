@@ -1,0 +1,352 @@
+//! A worker thread: a single-threaded runtime running its share of the connections, each a
+//! task, all recording into the thread's own sink.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::Request;
+use tokio::task::JoinSet;
+use tokio::time::Instant as TokioInstant;
+use tokio_util::sync::CancellationToken;
+
+use super::Live;
+use super::conn::{Conn, Outcome, ReqBody, exchange};
+use super::plan::{Model, Plan};
+use super::schedule::Schedule;
+use crate::sample::{ErrorClass, Sample, SampleSink};
+
+/// Live counters are pushed to the shared atomics at most this often per thread.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+
+/// What every thread shares.
+pub(crate) struct Shared {
+    plan: Plan,
+    start: Instant,
+    stop: CancellationToken,
+    live: Arc<Live>,
+    /// Closed model: requests started (for the `iterations` cap).
+    tickets: AtomicU64,
+    /// Request numbers (to pick bodies) when there are several bodies.
+    numbers: AtomicU64,
+    /// Open model: the arrival schedule, taken in order.
+    schedule: Option<Mutex<Schedule>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        plan: Plan,
+        start: Instant,
+        stop: CancellationToken,
+        live: Arc<Live>,
+    ) -> Self {
+        let schedule = match &plan.model {
+            Model::Open {
+                stages,
+                arrivals,
+                seed,
+                ..
+            } => Some(Mutex::new(Schedule::new(stages, *arrivals, *seed))),
+            _ => None,
+        };
+        Shared {
+            plan,
+            start,
+            stop,
+            live,
+            tickets: AtomicU64::new(0),
+            numbers: AtomicU64::new(0),
+            schedule,
+        }
+    }
+
+    fn next_arrival(&self) -> Option<(u64, Duration)> {
+        let schedule = self.schedule.as_ref()?;
+        let mut guard = schedule.lock().unwrap_or_else(|e| e.into_inner());
+        guard.next_arrival()
+    }
+}
+
+/// A thread's counters not yet added to [`Live`].
+#[derive(Default)]
+struct Pending {
+    sent: Cell<u64>,
+    completed: Cell<u64>,
+    errors: Cell<u64>,
+    dropped: Cell<u64>,
+}
+
+/// One thread's state, shared by its connection tasks (never across threads).
+struct Local<S> {
+    shared: Arc<Shared>,
+    sink: RefCell<S>,
+    pending: Pending,
+    last_flush: Cell<Instant>,
+    /// Requests started and finished by this thread, for the abandoned count.
+    started: Cell<u64>,
+    finished: Cell<u64>,
+}
+
+impl<S: SampleSink> Local<S> {
+    fn note_sent(&self, now: Instant) {
+        self.started.set(self.started.get() + 1);
+        self.pending.sent.set(self.pending.sent.get() + 1);
+        self.maybe_flush(now);
+    }
+
+    fn record(&self, sample: &Sample, now: Instant) {
+        self.sink.borrow_mut().record(sample);
+        self.finished.set(self.finished.get() + 1);
+        self.pending.completed.set(self.pending.completed.get() + 1);
+        if sample.error.is_some() {
+            self.pending.errors.set(self.pending.errors.get() + 1);
+        }
+        self.maybe_flush(now);
+    }
+
+    fn dropped(&self, intended: Duration, now: Instant) {
+        self.sink.borrow_mut().dropped(intended);
+        self.pending.dropped.set(self.pending.dropped.get() + 1);
+        self.maybe_flush(now);
+    }
+
+    fn maybe_flush(&self, now: Instant) {
+        if now.saturating_duration_since(self.last_flush.get()) >= FLUSH_EVERY {
+            self.last_flush.set(now);
+            self.flush();
+        }
+    }
+
+    fn flush(&self) {
+        let live = &self.shared.live;
+        let sent = self.pending.sent.take();
+        let completed = self.pending.completed.take();
+        let errors = self.pending.errors.take();
+        let dropped = self.pending.dropped.take();
+        if sent > 0 {
+            live.sent.fetch_add(sent, Ordering::Relaxed);
+        }
+        if completed > 0 {
+            live.completed.fetch_add(completed, Ordering::Relaxed);
+        }
+        if errors > 0 {
+            live.errors.fetch_add(errors, Ordering::Relaxed);
+        }
+        if dropped > 0 {
+            live.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        let delta = sent as i64 - completed as i64;
+        if delta != 0 {
+            live.in_flight.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    fn body_number(&self) -> u64 {
+        if self.shared.plan.bodies.len() > 1 {
+            self.shared.numbers.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    fn request(&self, number: u64) -> Request<ReqBody> {
+        let plan = &self.shared.plan;
+        let mut req = Request::new(ReqBody::new(plan.bodies.pick(number)));
+        *req.method_mut() = plan.method.clone();
+        *req.uri_mut() = plan.uri.clone();
+        *req.headers_mut() = plan.headers.clone();
+        req
+    }
+
+    /// Make sure `conn` holds a connection ready for a request, opening one if needed
+    /// (bounded by the request timeout).
+    async fn ensure_conn(&self, conn: &mut Option<Conn>) -> Result<(), ErrorClass> {
+        let plan = &self.shared.plan;
+        let deadline = TokioInstant::now() + plan.timeout;
+        if let Some(c) = conn {
+            match tokio::time::timeout_at(deadline, c.ready()).await {
+                Ok(true) => return Ok(()),
+                _ => *conn = None,
+            }
+        }
+        match tokio::time::timeout_at(deadline, Conn::connect(plan)).await {
+            Ok(Ok(c)) => {
+                *conn = Some(c);
+                Ok(())
+            }
+            _ => Err(ErrorClass::Connect),
+        }
+    }
+
+    /// Send one request now and record it; `intended` is when it was due (the open model) or
+    /// `None` (the closed model: due when sent).
+    async fn send_one(&self, conn: &mut Option<Conn>, number: u64, intended: Option<Instant>) {
+        let plan = &self.shared.plan;
+        let begin = Instant::now();
+        self.note_sent(begin);
+        if let Err(class) = self.ensure_conn(conn).await {
+            let end = Instant::now();
+            let intended = intended.unwrap_or(begin);
+            let mut s = Sample::new(
+                intended.saturating_duration_since(self.shared.start),
+                end.saturating_duration_since(intended),
+                end.saturating_duration_since(begin),
+            );
+            s.error = Some(class);
+            self.record(&s, end);
+            return;
+        }
+        let Some(c) = conn.as_mut() else {
+            return;
+        };
+        let req = self.request(number);
+        // Sent once the connection is ready (after a reconnect, like wrk).
+        let sent = Instant::now();
+        let intended = intended.unwrap_or(sent);
+        let mut out = Outcome::default();
+        let deadline = TokioInstant::from_std(sent + plan.timeout);
+        let done = tokio::time::timeout_at(
+            deadline,
+            exchange(c, req, plan.stream.as_ref(), sent, &mut out),
+        )
+        .await;
+        if done.is_err() {
+            out.error = Some(ErrorClass::Timeout);
+            out.broken = c.lost_with_request();
+        }
+        if out.broken {
+            *conn = None;
+        }
+        let end = Instant::now();
+        let mut s = Sample::new(
+            intended.saturating_duration_since(self.shared.start),
+            end.saturating_duration_since(intended),
+            end.saturating_duration_since(sent),
+        );
+        s.status = out.status;
+        s.error = out.error;
+        s.bytes = out.bytes;
+        s.stream = out.stream;
+        self.record(&s, end);
+    }
+}
+
+/// A closed-model user: send, read, think, until the duration, the iteration cap or a stop.
+async fn closed_user<S: SampleSink>(local: Rc<Local<S>>) {
+    let shared = local.shared.clone();
+    let Model::Closed {
+        duration,
+        iterations,
+        think_time,
+        ..
+    } = shared.plan.model
+    else {
+        return;
+    };
+    let deadline = shared.start + duration;
+    let mut conn: Option<Conn> = None;
+    loop {
+        if Instant::now() >= deadline {
+            break;
+        }
+        if let Some(cap) = iterations {
+            if shared.tickets.fetch_add(1, Ordering::Relaxed) >= cap {
+                break;
+            }
+        }
+        let number = local.body_number();
+        local.send_one(&mut conn, number, None).await;
+        if !think_time.is_zero() {
+            let until = (Instant::now() + think_time).min(deadline);
+            tokio::time::sleep_until(TokioInstant::from_std(until)).await;
+        }
+    }
+}
+
+/// An open-model connection task: take the next arrival, wait for its time, send.
+async fn open_connection<S: SampleSink>(local: Rc<Local<S>>) {
+    let shared = local.shared.clone();
+    let Model::Open { max_lag, .. } = shared.plan.model else {
+        return;
+    };
+    let mut conn: Option<Conn> = None;
+    while let Some((number, offset)) = shared.next_arrival() {
+        let due = shared.start + offset;
+        let now = Instant::now();
+        if now.saturating_duration_since(due) > max_lag {
+            local.dropped(offset, now);
+            continue;
+        }
+        if conn.is_none() && now < due {
+            // Connect while waiting; a failure is retried (and recorded) at send time.
+            let until = TokioInstant::from_std(due);
+            let _ = tokio::time::timeout_at(until, local.ensure_conn(&mut conn)).await;
+        }
+        tokio::time::sleep_until(TokioInstant::from_std(due)).await;
+        local.send_one(&mut conn, number, Some(due)).await;
+    }
+}
+
+/// The body of worker thread `index` of `threads`: returns its sink and the requests it
+/// abandoned on a stop.
+pub(crate) fn thread_main<S: SampleSink>(
+    shared: Arc<Shared>,
+    index: usize,
+    threads: usize,
+    sink: S,
+) -> std::io::Result<(S, u64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = Rc::new(Local {
+        shared: shared.clone(),
+        sink: RefCell::new(sink),
+        pending: Pending::default(),
+        last_flush: Cell::new(Instant::now()),
+        started: Cell::new(0),
+        finished: Cell::new(0),
+    });
+    // Connections i with i % threads == index run here.
+    let total = shared.plan.model.connections();
+    let mine = (index..total).step_by(threads.max(1)).count();
+    let set = tokio::task::LocalSet::new();
+    let stop = shared.stop.clone();
+    set.block_on(&runtime, async {
+        let mut tasks = JoinSet::new();
+        for _ in 0..mine {
+            let local = local.clone();
+            let stop = stop.clone();
+            tasks.spawn_local(async move {
+                let work = async {
+                    match local.shared.plan.model {
+                        Model::Closed { .. } => closed_user(local.clone()).await,
+                        _ => open_connection(local.clone()).await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => {}
+                    _ = work => {}
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+    // Close every connection before handing the results back.
+    drop(set);
+    drop(runtime);
+    local.flush();
+    let abandoned = local.started.get().saturating_sub(local.finished.get());
+    if abandoned > 0 {
+        shared
+            .live
+            .in_flight
+            .fetch_sub(abandoned as i64, Ordering::Relaxed);
+    }
+    match Rc::try_unwrap(local) {
+        Ok(l) => Ok((l.sink.into_inner(), abandoned)),
+        Err(_) => Err(std::io::Error::other("worker state still in use")),
+    }
+}
