@@ -319,11 +319,12 @@ fn resources_are_compared_in_mib_and_percent() {
 
 #[test]
 fn defaults_come_from_performance_targets() {
-    let mut targets = PerformanceTargets::default();
-    targets.latency_p95 = Duration::from_millis(250);
-    targets.min_throughput_rps = 12.5;
-    targets.max_memory_mb = 1024;
-    targets.max_cpu_percent = 80.0;
+    let targets = PerformanceTargets {
+        latency_p95: Duration::from_millis(250),
+        min_throughput_rps: 12.5,
+        max_memory_mb: 1024,
+        max_cpu_percent: 80.0,
+    };
     let texts = |stream, resources| -> Vec<String> {
         default_thresholds(&targets, stream, resources)
             .iter()
