@@ -253,7 +253,10 @@ mod tests {
         assert!(all(Schedule::new(&[], Arrivals::Constant, 0)).is_empty());
         let zero = [Stage::new(0.0, 0.0, Duration::from_secs(5))];
         assert!(all(Schedule::new(&zero, Arrivals::Poisson, 1)).is_empty());
+        let infinite = [Stage::new(f64::INFINITY, 5.0, Duration::from_secs(5))];
+        assert!(all(Schedule::new(&infinite, Arrivals::Constant, 1)).is_empty());
+        // A rate that is not a number counts as 0: 0 -> 5/s over 5 s.
         let nan = [Stage::new(f64::NAN, 5.0, Duration::from_secs(5))];
-        assert!(all(Schedule::new(&nan, Arrivals::Constant, 1)).is_empty());
+        assert_eq!(all(Schedule::new(&nan, Arrivals::Constant, 1)).len(), 13);
     }
 }
