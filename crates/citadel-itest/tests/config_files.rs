@@ -23,6 +23,13 @@ fn reference_yaml_parses_and_sets_every_core_key() {
         jail.set_env("CITADEL_QDRANT_API_KEY", "reference-qdrant-key");
         jail.set_env("CITADEL_PROMETHEUS_PASSWORD", "reference-prom-password");
         jail.create_file("reference.yaml", citadel_itest::REFERENCE_YAML)?;
+        // The prompts file the reference's load scenario names (read at validation).
+        std::fs::create_dir_all(jail.directory().join("config")).unwrap();
+        std::fs::copy(
+            repo_file("config/prompts.jsonl"),
+            jail.directory().join("config/prompts.jsonl"),
+        )
+        .unwrap();
         let loaded = citadel_itest::load(&["reference.yaml".into()], Vec::new())
             .unwrap_or_else(|e| panic!("{e}"));
         let run = &loaded.config.run;
@@ -36,7 +43,7 @@ fn reference_yaml_parses_and_sets_every_core_key() {
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
         assert_eq!(
             names,
-            ["basic", "database", "external_api", "cross_service"]
+            ["basic", "database", "external_api", "cross_service", "load"]
         );
         // Every section this build knows is documented in the reference.
         for entry in citadel_itest::registry() {
@@ -65,6 +72,12 @@ fn local_yaml_is_valid_and_loopback_only() {
         }
         jail.create_file("target/services/postgres/password", "local-pg-password")?;
         jail.create_file("target/services/qdrant/api_key", "local-qdrant-key")?;
+        std::fs::create_dir_all(dir.join("config")).unwrap();
+        std::fs::copy(
+            repo_file("config/prompts.jsonl"),
+            dir.join("config/prompts.jsonl"),
+        )
+        .unwrap();
         std::fs::copy(
             repo_file("config/database/expected_schema.yaml"),
             dir.join("config/database/expected_schema.yaml"),
@@ -76,7 +89,7 @@ fn local_yaml_is_valid_and_loopback_only() {
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
         assert_eq!(
             names,
-            ["basic", "database", "external_api", "cross_service"]
+            ["basic", "database", "external_api", "cross_service", "load"]
         );
         let ids: Vec<String> = loaded
             .testers
@@ -94,6 +107,7 @@ fn local_yaml_is_valid_and_loopback_only() {
             "basic.model_c.health",
             "basic.qdrant.health",
             "database.citadel.pooling",
+            "load.gateway_chat_stream",
         ] {
             assert!(ids.iter().any(|i| i == id), "{id} missing: {ids:?}");
         }

@@ -264,6 +264,18 @@ fn run_demo_suite(pg_password: &str, qdrant_key: &str) {
         assert!(lb["details"].get(key).is_some(), "no {key} in {lb}");
     }
 
+    // load: the short stream scenario through the gateway passed its thresholds, with TTFT
+    // measured on every request and the model backend's resources sampled.
+    let load = of("load");
+    assert_eq!(load.len(), 1, "{load:#?}");
+    assert_eq!(load[0]["id"], "load.gateway_chat_stream");
+    assert_eq!(load[0]["status"], "passed", "{}", load[0]);
+    let figures = &load[0]["details"]["load"];
+    let requests = figures["counts"]["requests"].as_u64().unwrap();
+    assert!(requests >= 50, "{figures}");
+    assert_eq!(figures["metrics"]["ttft"]["count"].as_u64().unwrap(), requests);
+    assert!(figures["resources"]["samples"].as_u64().unwrap() >= 3, "{figures}");
+
     // The summary adds up, and the temporary Qdrant collections are gone.
     let s = &report["summary"];
     assert_eq!(s["total"].as_u64().unwrap() as usize, results.len());

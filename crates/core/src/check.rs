@@ -348,6 +348,27 @@ impl Resource {
         Resource(format!("{kind}:{instance}"))
     }
 
+    /// The traffic of the server `url` points at: `traffic:<host>:<port>`, the same key for
+    /// every URL of one server (path, scheme case and default port do not matter). Checks that
+    /// measure a server's latency or count its requests claim it, and so does a load run
+    /// against it, so none of them disturbs another. A URL that does not parse keys on itself.
+    ///
+    /// ```
+    /// use citadel_itest_core::Resource;
+    /// assert_eq!(
+    ///     Resource::traffic("http://127.0.0.1:58080/v1"),
+    ///     Resource::traffic("HTTP://127.0.0.1:58080/health")
+    /// );
+    /// assert_eq!(Resource::traffic("http://127.0.0.1/").as_str(), "traffic:127.0.0.1:80");
+    /// ```
+    pub fn traffic(url: &str) -> Self {
+        let instance = url::Url::parse(url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| url.to_string());
+        Resource::new("traffic", &instance)
+    }
+
     /// The key, `kind:instance`.
     pub fn as_str(&self) -> &str {
         &self.0

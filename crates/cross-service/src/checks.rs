@@ -27,7 +27,7 @@ use crate::{Aspect, Settings};
 ///
 /// Every request is bounded by the gateway's `request_timeout` (streams by
 /// `round_trip.stall` between events), the whole check by its timeout. Each check claims the
-/// gateway's traffic (`gateway-traffic` resource) so the load-balancing counts and the latency
+/// gateway's traffic (`gateway-traffic` and `traffic:<host>:<port>` resources, the latter shared with load runs) so the load-balancing counts and the latency
 /// figures are not disturbed by the other checks of this tester.
 #[derive(Debug, Clone)]
 pub struct GatewayCheck {
@@ -1223,7 +1223,10 @@ impl Check for GatewayCheck {
     }
 
     fn exclusive(&self) -> Vec<Resource> {
-        vec![Resource::new("gateway-traffic", &self.gw.url)]
+        vec![
+            Resource::new("gateway-traffic", &self.gw.url),
+            Resource::traffic(&self.gw.url),
+        ]
     }
 
     async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {

@@ -67,16 +67,9 @@ impl Check for LoadCheck {
     }
 
     /// A load run disturbs every other measurement of its target: it holds the target's
-    /// traffic (as the gateway's load-balancing and performance checks do).
+    /// traffic (`traffic:<host>:<port>`), as the gateway's checks do.
     fn exclusive(&self) -> Vec<Resource> {
-        let target = url::Url::parse(&self.scenario.request.url)
-            .ok()
-            .and_then(|u| {
-                let host = u.host_str()?.to_string();
-                Some(format!("{host}:{}", u.port_or_known_default()?))
-            })
-            .unwrap_or_else(|| self.scenario.request.url.clone());
-        vec![Resource::new("load-target", &target)]
+        vec![Resource::traffic(&self.scenario.request.url)]
     }
 
     async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {

@@ -103,7 +103,10 @@ impl Check for FlowCheck {
     }
 
     fn exclusive(&self) -> Vec<Resource> {
-        vec![Resource::new("gateway-traffic", &self.gateway_url)]
+        vec![
+            Resource::new("gateway-traffic", &self.gateway_url),
+            Resource::traffic(&self.gateway_url),
+        ]
     }
 
     async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
