@@ -42,6 +42,8 @@ use crate::sample::{ErrorClass, Sample, SampleSink};
 
 /// Seconds kept as live histograms in [`Shared`]; older ones are encoded.
 const LIVE_SECONDS: u64 = 4;
+/// Distinct seconds of dropped iterations a recorder keeps before flushing them.
+const MAX_PENDING_DROP_SECONDS: usize = 16;
 /// Largest second index of the series (seconds past it are counted in it): 49 hours.
 const MAX_SECOND: u64 = 49 * 3600;
 
@@ -263,6 +265,17 @@ struct Inner {
     running: Acc,
 }
 
+impl Inner {
+    /// The slot of second `t` (clamped to [`MAX_SECOND`]), made when missing.
+    fn slot(&mut self, t: u64) -> &mut Slot {
+        let i = t.min(MAX_SECOND) as usize;
+        if self.seconds.len() <= i {
+            self.seconds.resize_with(i + 1, Slot::default);
+        }
+        &mut self.seconds[i]
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     requests: u64,
@@ -390,18 +403,21 @@ impl Shared {
     }
 
     /// Add one recorder's second `t`.
-    fn absorb(&self, t: u64, acc: &Acc) {
+    fn absorb(&self, t: u64, acc: &Acc, drops: &[(u64, u64)]) {
         let mut inner = self.lock();
         inner.running.add(acc);
-        let t = t.min(MAX_SECOND);
-        let i = t as usize;
-        if inner.seconds.len() <= i {
-            inner.seconds.resize_with(i + 1, Slot::default);
+        for (t, n) in drops {
+            inner.running.c.dropped = inner.running.c.dropped.saturating_add(*n);
+            let slot = inner.slot(*t);
+            slot.dropped = slot.dropped.saturating_add(*n);
         }
-        let slot = &mut inner.seconds[i];
+        if acc.is_empty() {
+            return;
+        }
+        let t = t.min(MAX_SECOND);
+        let slot = inner.slot(t);
         slot.requests = slot.requests.saturating_add(acc.c.requests);
         slot.ok = slot.ok.saturating_add(acc.c.ok);
-        slot.dropped = slot.dropped.saturating_add(acc.c.dropped);
         if let Some(h) = acc.h.get(HistMetric::Duration) {
             slot.hist.add(h);
         }
@@ -503,6 +519,9 @@ pub struct Recorder {
     total: Acc,
     second: Acc,
     second_t: u64,
+    /// Dropped iterations not flushed yet, by the second of their intended time (which is
+    /// `max_lag` or more behind the current second, so they are kept apart).
+    drops: Vec<(u64, u64)>,
 }
 
 impl Recorder {
@@ -513,6 +532,7 @@ impl Recorder {
             total: Acc::new(SIGNIFICANT_DIGITS),
             second: Acc::new(SERIES_SIGNIFICANT_DIGITS),
             second_t: 0,
+            drops: Vec::new(),
         }
     }
 
@@ -527,9 +547,10 @@ impl Recorder {
 
     /// Put the current second into the shared series.
     pub fn flush(&mut self) {
-        if !self.second.is_empty() {
-            self.shared.absorb(self.second_t, &self.second);
+        if !self.second.is_empty() || !self.drops.is_empty() {
+            self.shared.absorb(self.second_t, &self.second, &self.drops);
             self.second.clear();
+            self.drops.clear();
         }
     }
 
@@ -556,9 +577,11 @@ impl SampleSink for Recorder {
     }
 
     fn dropped(&mut self, intended: Duration) {
-        self.at_second(intended.as_secs());
         self.total.c.dropped = self.total.c.dropped.saturating_add(1);
-        self.second.c.dropped = self.second.c.dropped.saturating_add(1);
+        bump(&mut self.drops, intended.as_secs(), 1);
+        if self.drops.len() >= MAX_PENDING_DROP_SECONDS {
+            self.flush();
+        }
     }
 }
 
@@ -739,6 +762,30 @@ mod tests {
         assert_eq!(res.series.seconds[0].requests, 2);
         assert_eq!(res.series.seconds[19].requests, 2);
         assert!(res.series.seconds.iter().all(|s| s.histogram.is_some()));
+    }
+
+    #[test]
+    fn dropped_iterations_wait_for_the_next_flush_in_their_own_second() {
+        let shared = Arc::new(Shared::new(GoodputConfig::default(), false));
+        let mut r = Recorder::new(shared.clone());
+        r.record(&ok(10_000, 10));
+        for _ in 0..5 {
+            r.dropped(Duration::from_millis(3_500));
+        }
+        // No flush yet: the current second (10) has not changed.
+        assert_eq!(shared.interim(Duration::from_secs(11)).counts.dropped, 0);
+        r.record(&ok(11_000, 10));
+        let live = shared.interim(Duration::from_secs(12));
+        assert_eq!((live.counts.dropped, live.counts.requests), (5, 1));
+        let res = finish(
+            vec![r],
+            &shared,
+            RunMeta::new("s", "m", SystemTime::UNIX_EPOCH, Duration::from_secs(12)),
+        );
+        assert_eq!(res.counts.dropped, 5);
+        assert_eq!(res.series.seconds[3].dropped, 5);
+        assert_eq!(res.series.seconds[3].requests, 0);
+        assert_eq!(res.series.seconds[10].requests, 1);
     }
 
     #[test]

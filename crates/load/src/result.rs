@@ -1238,6 +1238,14 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_histogram_round_trips() {
+        let h = new_hist(SIGNIFICANT_DIGITS);
+        let back = decode_hist(&encode_hist(&h).unwrap(), SIGNIFICANT_DIGITS).unwrap();
+        assert!(back.is_empty());
+        assert_eq!(Percentiles::of(Some(&back), "ms").p50, None);
+    }
+
+    #[test]
     fn corrupt_encodings_fail_with_a_reason() {
         let good = encode_bytes(&hist_of(&[5, 50, 500], 3)).unwrap();
         assert!(decode_hist("!!!", 3).unwrap_err().contains("base64"));
