@@ -12,7 +12,28 @@ use tokio::time::{Instant, timeout_at};
 use crate::client::{header_text, transport_words};
 use crate::error::{ApiError, humantime_ms};
 use crate::sse::{SseEvent, SseParser};
-use crate::types::{StreamChunk, Usage};
+use crate::types::{ChunkChoice, StreamChunk, Usage};
+
+/// A chunk read in one pass: [`StreamChunk`]'s fields (the `id` only checked), and whether
+/// the object has an `error` member (then the full path decides).
+#[derive(serde::Deserialize)]
+struct FastChunk<'a> {
+    #[serde(default, borrow, rename = "id")]
+    _id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+}
+
+/// True for a member that is there, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d)?;
+    Ok(true)
+}
 
 /// The bounds of one stream. [`StreamLimits::default`] suits a test of a model server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -603,6 +624,16 @@ impl StreamTracker {
         if event.event.is_none() && data == b"[DONE]" {
             return Some(StreamEnd::Done);
         }
+        if event.event.is_none() {
+            // The common case in one pass; anything unusual takes the full path below, which
+            // decides exactly as before (and words the errors).
+            if let Ok(fast) = serde_json::from_slice::<FastChunk<'_>>(data) {
+                if !fast.error {
+                    self.take_chunk(fast.model, fast.usage, &fast.choices, at);
+                    return None;
+                }
+            }
+        }
         let value: serde_json::Value = match serde_json::from_slice(data) {
             Ok(v) => v,
             Err(e) => {
@@ -629,15 +660,29 @@ impl StreamTracker {
                 });
             }
         };
+        let model = chunk.model.map(std::borrow::Cow::Owned);
+        self.take_chunk(model, chunk.usage, &chunk.choices, at);
+        None
+    }
+
+    /// Take the parts of a well-formed chunk.
+    fn take_chunk(
+        &mut self,
+        model: Option<std::borrow::Cow<'_, str>>,
+        usage: Option<Usage>,
+        choices: &[ChunkChoice],
+        at: std::time::Instant,
+    ) {
+        let started = self.started;
         if self.report.model.is_none() {
-            self.report.model = chunk.model.clone();
+            self.report.model = model.map(std::borrow::Cow::into_owned);
         }
-        if let Some(usage) = chunk.usage {
+        if let Some(usage) = usage {
             self.report.usage = Some(usage);
             self.report.tokens = TokenCount::Usage(usage.completion_tokens);
         }
         let mut has_content = false;
-        for choice in &chunk.choices {
+        for choice in choices {
             if let Some(text) = choice.content().filter(|t| !t.is_empty()) {
                 has_content = true;
                 self.report.content_chunks += 1;
@@ -662,7 +707,6 @@ impl StreamTracker {
                 self.report.tokens = TokenCount::ContentChunks(self.report.content_chunks);
             }
         }
-        None
     }
 
     fn keep_content(&mut self, text: &str) {
@@ -694,4 +738,95 @@ fn in_band(event: u64, value: Option<serde_json::Value>, data: &[u8]) -> StreamE
             code: None,
         });
     StreamEnd::InBandError { event, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(pieces: &[&[u8]]) -> StreamReport {
+        let t0 = std::time::Instant::now();
+        let mut tracker = StreamTracker::new(t0, &StreamLimits::default());
+        for (i, p) in pieces.iter().enumerate() {
+            let at = t0 + Duration::from_millis(10 * (i as u64 + 1));
+            if tracker.push(p, at).is_some() {
+                break;
+            }
+        }
+        if tracker.end().is_none() {
+            tracker.on_eof();
+        }
+        tracker.finish()
+    }
+
+    const TOKEN: &[u8] =
+        b"data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n";
+
+    #[test]
+    fn an_error_member_is_in_band_whatever_else_the_chunk_holds() {
+        for bad in [
+            &b"data: {\"choices\":[],\"error\":{\"message\":\"boom\"}}\n\n"[..],
+            b"data: {\"choices\":[],\"error\":null}\n\n",
+            b"event: error\ndata: {\"choices\":[]}\n\n",
+            b"event: error\ndata: not json\n\n",
+        ] {
+            let r = run(&[TOKEN, bad, b"data: [DONE]\n\n"]);
+            assert_eq!(
+                r.end.class(),
+                "in-band error",
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            assert_eq!(r.content_chunks, 1);
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_are_named_as_before() {
+        let r = run(&[TOKEN, b"data: {\"id\":5,\"choices\":[]}\n\n"]);
+        let StreamEnd::Malformed { event, reason, .. } = &r.end else {
+            panic!("{:?}", r.end)
+        };
+        assert_eq!(*event, 2);
+        assert!(reason.contains("id"), "{reason}");
+        let r = run(&[b"data: {\"object\":\"x\"}\n\n"]);
+        assert!(
+            matches!(&r.end, StreamEnd::Malformed { reason, .. } if reason.contains("choices"))
+        );
+        let r = run(&[b"data: {\"choices\":[\n\n"]);
+        assert!(
+            matches!(&r.end, StreamEnd::Malformed { reason, .. } if reason.starts_with("not JSON"))
+        );
+    }
+
+    #[test]
+    fn timings_tokens_and_the_model_come_from_the_chunks() {
+        let usage = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":9,\"total_tokens\":10}}\n\n";
+        let escaped = b"data: {\"model\":\"other\\u0021\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\u00e9\"}}]}\n\n";
+        let r = run(&[TOKEN, escaped, usage, b"data: [DONE]\n\n"]);
+        assert_eq!(r.end, StreamEnd::Done);
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.content, "aé");
+        assert_eq!(r.ttft, Some(Duration::from_millis(10)));
+        assert_eq!(r.gaps.kept, [Duration::from_millis(10)]);
+        assert_eq!(r.tokens, TokenCount::Usage(9));
+        assert_eq!(r.total, Duration::from_millis(40));
+    }
+
+    #[test]
+    fn the_first_decision_wins_and_an_undecided_stream_is_never_done() {
+        let t0 = std::time::Instant::now();
+        let limits = StreamLimits::default().keep_arrivals(false);
+        let mut tracker = StreamTracker::new(t0, &limits);
+        assert!(tracker.push(TOKEN, t0).is_none());
+        tracker.on_timeout(true);
+        tracker.on_eof();
+        assert!(tracker.push(b"data: [DONE]\n\n", t0).is_some());
+        let r = tracker.finish();
+        assert_eq!(r.end.class(), "stalled");
+        assert!(r.arrivals.is_empty());
+        let mut tracker = StreamTracker::new(t0, &limits);
+        tracker.push(TOKEN, t0);
+        assert_eq!(tracker.finish().end.class(), "cut off");
+    }
 }
