@@ -162,7 +162,8 @@ fn judged_early(t: &Threshold) -> bool {
         t.metric,
         Metric::HttpReqs | Metric::Rps | Metric::OutputTokensPerS | Metric::DroppedIterations
     );
-    !(lower && cumulative) && !matches!(t.metric, Metric::MemoryMb | Metric::CpuPercent)
+    let resources = matches!(t.metric, Metric::MemoryMb | Metric::CpuPercent);
+    !(resources || lower && cumulative)
 }
 
 /// Run `scenario` and return what it measured, its thresholds evaluated.
@@ -209,9 +210,10 @@ pub async fn run_scenario(
 
     // The system under test's resources, sampled until the engine is done.
     let sampler_stop = CancellationToken::new();
-    let sampler = match &scenario.resources {
-        None => None,
-        Some(r) => Some(match Probe::from_config(r) {
+    let sampler = scenario
+        .resources
+        .as_ref()
+        .map(|r| match Probe::from_config(r) {
             Ok(probe) => tokio::spawn(resources::sample(probe, r.interval, sampler_stop.clone())),
             Err(e) => {
                 let summary = ResourceSummary {
@@ -221,8 +223,7 @@ pub async fn run_scenario(
                 };
                 tokio::spawn(async move { summary })
             }
-        }),
-    };
+        });
 
     // Progress and abort-on-fail, once a second.
     let watcher = {
