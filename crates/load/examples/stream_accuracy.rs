@@ -15,14 +15,16 @@
 //! Exits non-zero when a stream did not end `done` or a median is more than 2 ms off.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use citadel_itest_load::config::{
-    ClosedModel, LoadModel, OpenModel, RequestConfig, ScenarioConfig,
+    ClosedModel, GoodputConfig, LoadModel, OpenModel, RequestConfig, ScenarioConfig,
 };
 use citadel_itest_load::engine::{self, Bodies, Control, Plan};
-use citadel_itest_load::sample::{Sample, StreamSample, VecSink};
+use citadel_itest_load::metrics::{self, Recorder, RunMeta, Shared};
+use citadel_itest_load::sample::{Sample, SampleSink, StreamSample};
 use citadel_itest_load::stream::read_sse;
 use citadel_itest_openai::{StreamLimits, StreamTracker};
 use citadel_itest_testkit::ModelServer;
@@ -85,7 +87,24 @@ fn body() -> String {
     .to_string()
 }
 
-/// Samples (send offset from the start, service time, stream) through the engine.
+/// The run's real recorder, and every sample kept for the exact medians.
+struct Both {
+    recorder: Recorder,
+    samples: Vec<Sample>,
+}
+
+impl SampleSink for Both {
+    fn record(&mut self, sample: &Sample) {
+        self.recorder.record(sample);
+        self.samples.push(sample.clone());
+    }
+
+    fn dropped(&mut self, intended: Duration) {
+        self.recorder.dropped(intended);
+    }
+}
+
+/// Samples through the engine; prints the recorder's medians.
 async fn through_engine(url: &str, o: &Options) -> Result<Vec<Sample>, Error> {
     let model = match o.ramp {
         None => LoadModel::Closed(
@@ -105,8 +124,34 @@ async fn through_engine(url: &str, o: &Options) -> Result<Vec<Sample>, Error> {
         .stream(true)
         .timeout(Duration::from_secs(30));
     let plan = Plan::from_scenario(&scenario, Bodies::none())?;
-    let done = engine::run(&plan, |_| VecSink::default(), &Control::new()).await?;
-    Ok(done.sinks.into_iter().flat_map(|s| s.samples).collect())
+    let shared = Arc::new(Shared::new(GoodputConfig::default(), true));
+    let make = |_| Both {
+        recorder: Recorder::new(shared.clone()),
+        samples: Vec::new(),
+    };
+    let done = engine::run(&plan, make, &Control::new()).await?;
+    let mut samples = Vec::new();
+    let mut recorders = Vec::new();
+    for sink in done.sinks {
+        samples.extend(sink.samples);
+        recorders.push(sink.recorder);
+    }
+    let meta = RunMeta::new("accuracy", "accuracy", done.started_at, done.elapsed);
+    let result = metrics::finish(recorders, &shared, meta);
+    let p50 = |name: &str| {
+        result
+            .metrics
+            .get(name)
+            .and_then(|p| p.p50)
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "  recorder (HDR histograms) p50: TTFT {:.3} ms, ITL {:.3} ms, e2e {:.3} ms",
+        p50("ttft"),
+        p50("itl"),
+        p50("e2e")
+    );
+    Ok(samples)
 }
 
 /// One stream over its own connection, read with `read_sse`.
