@@ -104,7 +104,7 @@ async fn a_healthy_stream_is_done_with_the_fixtures_timings_and_usage_tokens() {
     assert!(s.tokens_from_usage);
     let ttft = s.ttft.expect("a first token");
     assert!(
-        ttft >= ms(48) && ttft <= ms(70),
+        ttft >= ms(48) && ttft <= ms(150),
         "ttft {ttft:?} for a 50 ms fixture"
     );
     assert_eq!(s.itl.len(), 7, "one gap between each two of 8 tokens");
@@ -116,7 +116,7 @@ async fn a_healthy_stream_is_done_with_the_fixtures_timings_and_usage_tokens() {
     assert!(s.e2e >= ttft + ms(60), "e2e {:?} covers every token", s.e2e);
     assert!(s.e2e < ms(1000));
     let tpot = s.tpot().expect("tpot");
-    assert!(tpot >= ms(7) && tpot <= ms(16), "tpot {tpot:?}");
+    assert!(tpot >= ms(7) && tpot <= ms(30), "tpot {tpot:?}");
     assert!(got.bytes > 8 * 50, "body bytes {}", got.bytes);
 }
 
@@ -168,7 +168,7 @@ async fn every_fixture_fault_is_never_done() {
     let got = stream_chat(addr, true, Some("slow:2s"), &normal.stall(ms(150))).await;
     assert_eq!(got.sample.end, "stalled");
     assert!(
-        got.sample.e2e < ms(800),
+        got.sample.e2e < ms(1500),
         "stalled after {:?}",
         got.sample.e2e
     );
@@ -347,7 +347,7 @@ async fn silence_in_the_middle_is_stalled_within_the_bound() {
     let limits = StreamLimits::default().stall(ms(150));
     let got = stream_chat(addr, false, None, &limits).await;
     assert_eq!(got.sample.end, "stalled");
-    assert!(got.sample.e2e < ms(500), "{:?}", got.sample.e2e);
+    assert!(got.sample.e2e < ms(1000), "{:?}", got.sample.e2e);
 }
 
 #[tokio::test]
@@ -395,6 +395,6 @@ async fn events_split_across_writes_are_timed_at_their_completion() {
         "the first token is complete only after 80 ms: {ttft:?}"
     );
     assert_eq!(s.itl.len(), 1);
-    assert!(s.itl[0] >= ms(35) && s.itl[0] < ms(120), "{:?}", s.itl);
+    assert!(s.itl[0] >= ms(35) && s.itl[0] < ms(400), "{:?}", s.itl);
     assert_eq!(s.output_tokens, 2);
 }
