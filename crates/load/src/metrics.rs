@@ -35,8 +35,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::GoodputConfig;
 use crate::result::{
-    self, Counts, GoodputCriteria, HistMetric, HistSet, LoadResult, Parts,
-    SERIES_SIGNIFICANT_DIGITS, SIGNIFICANT_DIGITS, SecondData, StreamSummary, micros,
+    self, Counts, GoodputCriteria, HistMetric, HistSet, LoadResult, MAX_SERIES_SECOND, Parts,
+    SERIES_SIGNIFICANT_DIGITS, SIGNIFICANT_DIGITS, SecondCounts, SecondPoint, StreamSummary,
+    micros,
 };
 use crate::sample::{ErrorClass, Sample, SampleSink};
 
@@ -44,8 +45,6 @@ use crate::sample::{ErrorClass, Sample, SampleSink};
 const LIVE_SECONDS: u64 = 4;
 /// Distinct seconds of dropped iterations a recorder keeps before flushing them.
 const MAX_PENDING_DROP_SECONDS: usize = 16;
-/// Largest second index of the series (seconds past it are counted in it): 49 hours.
-const MAX_SECOND: u64 = 49 * 3600;
 
 /// Counters of a recorder, a second, or a run.
 #[derive(Debug, Clone, Default)]
@@ -266,9 +265,9 @@ struct Inner {
 }
 
 impl Inner {
-    /// The slot of second `t` (clamped to [`MAX_SECOND`]), made when missing.
+    /// The slot of second `t` (clamped to [`MAX_SERIES_SECOND`]), made when missing.
     fn slot(&mut self, t: u64) -> &mut Slot {
-        let i = t.min(MAX_SECOND) as usize;
+        let i = t.min(MAX_SERIES_SECOND) as usize;
         if self.seconds.len() <= i {
             self.seconds.resize_with(i + 1, Slot::default);
         }
@@ -282,6 +281,26 @@ struct Slot {
     ok: u64,
     dropped: u64,
     hist: SlotHist,
+}
+
+impl Slot {
+    /// Second `t` as reported (with its encoded histogram when `full`).
+    fn point(&self, t: u64, full: bool) -> Result<SecondPoint, String> {
+        let c = SecondCounts {
+            requests: self.requests,
+            ok: self.ok,
+            dropped: self.dropped,
+        };
+        match &self.hist {
+            SlotHist::Empty => result::second_point(t, c, None, None, full),
+            SlotHist::Live(h) => result::second_point(t, c, Some(h), None, full),
+            SlotHist::Sealed(bytes) => {
+                let h = result::decode_bytes(bytes, SERIES_SIGNIFICANT_DIGITS)?;
+                let encoded = full.then(|| result::base64_of(bytes));
+                result::second_point(t, c, Some(&h), encoded, full)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -414,7 +433,7 @@ impl Shared {
         if acc.is_empty() {
             return;
         }
-        let t = t.min(MAX_SECOND);
+        let t = t.min(MAX_SERIES_SECOND);
         let slot = inner.slot(t);
         slot.requests = slot.requests.saturating_add(acc.c.requests);
         slot.ok = slot.ok.saturating_add(acc.c.ok);
@@ -431,20 +450,17 @@ impl Shared {
         }
     }
 
-    fn series(&self) -> Vec<SecondData> {
+    /// The series, one second decoded at a time (a sealed second reuses its encoding).
+    fn series(&self, problems: &mut Vec<String>) -> Vec<SecondPoint> {
         let inner = self.lock();
-        inner
-            .seconds
-            .iter()
-            .enumerate()
-            .map(|(t, s)| SecondData {
-                t: t as u64,
-                requests: s.requests,
-                ok: s.ok,
-                dropped: s.dropped,
-                hist: s.hist.decoded(),
-            })
-            .collect()
+        let mut out = Vec::with_capacity(inner.seconds.len());
+        for (t, s) in inner.seconds.iter().enumerate() {
+            match s.point(t as u64, true) {
+                Ok(p) => out.push(p),
+                Err(e) => problems.push(format!("series.seconds[{t}].histogram: {e}")),
+            }
+        }
+        out
     }
 
     fn stream_section(&self, c: &Counters) -> Option<StreamSummary> {
@@ -460,15 +476,8 @@ impl Shared {
     /// not flushed yet.
     pub fn interim(&self, elapsed: Duration) -> LoadResult {
         let inner = self.lock();
-        let last = last_complete(elapsed).and_then(|t| {
-            inner.seconds.get(t as usize).map(|s| SecondData {
-                t,
-                requests: s.requests,
-                ok: s.ok,
-                dropped: s.dropped,
-                hist: s.hist.decoded(),
-            })
-        });
+        let last = last_complete(elapsed)
+            .and_then(|t| inner.seconds.get(t as usize)?.point(t, false).ok());
         let c = &inner.running.c;
         let started = SystemTime::now()
             .checked_sub(elapsed)
@@ -594,7 +603,9 @@ pub fn finish(recorders: Vec<Recorder>, shared: &Shared, meta: RunMeta) -> LoadR
         r.flush();
         total.add(&r.total);
     }
-    let (result, problems) = result::build(Parts {
+    let mut problems = Vec::new();
+    let series = shared.series(&mut problems);
+    let (result, more) = result::build(Parts {
         scenario: meta.scenario,
         model: meta.model,
         started_at: result::rfc3339(meta.started_at),
@@ -604,11 +615,11 @@ pub fn finish(recorders: Vec<Recorder>, shared: &Shared, meta: RunMeta) -> LoadR
         counts: total.c.counts(),
         stream: shared.stream_section(&total.c),
         hists: total.h,
-        series: shared.series(),
+        series,
         full: true,
         resources: None,
     });
-    for p in problems {
+    for p in problems.into_iter().chain(more) {
         tracing::warn!("load result: {p}");
     }
     result

@@ -39,6 +39,11 @@ pub const MAX_RESULT_BYTES: u64 = 256 * 1024 * 1024;
 /// Largest value a histogram records (larger ones are recorded as this): 48 hours in
 /// microseconds.
 pub(crate) const MAX_TRACKED: u64 = 48 * 3600 * 1_000_000;
+/// Largest second of a series (seconds after it are counted in it): 49 hours.
+pub(crate) const MAX_SERIES_SECOND: u64 = 49 * 3600;
+/// Largest highest-trackable value a decoded histogram may announce (2^40, about 12.7 days
+/// in microseconds): bounds what decoding one histogram allocates.
+const MAX_DECODED_HIGH: u64 = 1 << 40;
 /// Length of the V2 header: cookie, payload length, normalizing offset, significant
 /// digits, lowest and highest trackable value, integer-to-double ratio.
 const V2_HEADER: usize = 40;
@@ -245,6 +250,12 @@ pub(crate) fn decode_bytes(bytes: &[u8], sigfig: u8) -> Result<Hist, String> {
     if low != 1 {
         return Err(format!(
             "histogram's lowest trackable value is {low}, expected 1"
+        ));
+    }
+    let high = u64::from_be_bytes(bytes[24..32].try_into().unwrap_or_default());
+    if high > MAX_DECODED_HIGH {
+        return Err(format!(
+            "histogram's highest trackable value {high} is beyond {MAX_DECODED_HIGH}"
         ));
     }
     let mut reader = bytes;
@@ -642,20 +653,55 @@ pub(crate) struct Parts {
     /// Stream counters (derived fields are recomputed); `None` for a non-stream scenario.
     pub(crate) stream: Option<StreamSummary>,
     pub(crate) hists: HistSet,
-    pub(crate) series: Vec<SecondData>,
+    /// The series, each second already reported (see [`second_point`]).
+    pub(crate) series: Vec<SecondPoint>,
     /// Encode histograms and buckets (false for an interim view).
     pub(crate) full: bool,
     pub(crate) resources: Option<ResourceSummary>,
 }
 
-/// One second before it is reported.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SecondData {
-    pub(crate) t: u64,
+/// Counters of one second of the series.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SecondCounts {
     pub(crate) requests: u64,
     pub(crate) ok: u64,
     pub(crate) dropped: u64,
-    pub(crate) hist: Option<Hist>,
+}
+
+/// Report second `t`: percentiles from `hist`, and its encoding (`encoded` when the caller
+/// has it already, otherwise encoded here when `full`). One second at a time, so a long
+/// series never has every second's histogram decoded at once.
+pub(crate) fn second_point(
+    t: u64,
+    c: SecondCounts,
+    hist: Option<&Hist>,
+    encoded: Option<String>,
+    full: bool,
+) -> Result<SecondPoint, String> {
+    let h = hist.filter(|h| !h.is_empty());
+    let at = |q: f64| h.map(|h| h.value_at_quantile(q) as f64 / 1000.0);
+    let histogram = match (h, encoded) {
+        (None, _) => None,
+        (Some(_), _) if !full => None,
+        (Some(_), Some(e)) => Some(e),
+        (Some(h), None) => Some(encode_hist(h)?),
+    };
+    Ok(SecondPoint {
+        t,
+        requests: c.requests,
+        ok: c.ok,
+        errors: c.requests.saturating_sub(c.ok),
+        dropped: c.dropped,
+        p50_ms: at(0.5),
+        p95_ms: at(0.95),
+        p99_ms: at(0.99),
+        histogram,
+    })
+}
+
+/// `bytes` in [`HISTOGRAM_ENCODING`].
+pub(crate) fn base64_of(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
 }
 
 fn per_second(n: u64, duration_s: f64) -> Option<f64> {
@@ -723,35 +769,7 @@ pub(crate) fn build(parts: Parts) -> (LoadResult, Vec<String>) {
             Err(e) => problems.push(format!("histograms.metrics.{}: {e}", m.name())),
         }
     }
-    let seconds = parts
-        .series
-        .into_iter()
-        .map(|s| {
-            let h = s.hist.as_ref().filter(|h| !h.is_empty());
-            let at = |q: f64| h.map(|h| h.value_at_quantile(q) as f64 / 1000.0);
-            let histogram = match h {
-                Some(h) if parts.full => match encode_hist(h) {
-                    Ok(data) => Some(data),
-                    Err(e) => {
-                        problems.push(format!("series.seconds[{}].histogram: {e}", s.t));
-                        None
-                    }
-                },
-                _ => None,
-            };
-            SecondPoint {
-                t: s.t,
-                requests: s.requests,
-                ok: s.ok,
-                errors: s.requests.saturating_sub(s.ok),
-                dropped: s.dropped,
-                p50_ms: at(0.5),
-                p95_ms: at(0.95),
-                p99_ms: at(0.99),
-                histogram,
-            }
-        })
-        .collect();
+    let seconds = parts.series;
     let result = LoadResult {
         schema: SCHEMA.into(),
         scenario: parts.scenario,
@@ -823,7 +841,7 @@ impl LoadResult {
         }
         let result: LoadResult = serde_json::from_slice(bytes)?;
         result
-            .decode_all()
+            .validate()
             .map_err(|(field, problem)| ReadError::Invalid { field, problem })?;
         Ok(result)
     }
@@ -845,7 +863,7 @@ impl LoadResult {
 
     /// Decode every histogram and check it against the counts: `(field, problem)` on the
     /// first that fails.
-    fn decode_all(&self) -> Result<(HistSet, Vec<SecondData>), (String, String)> {
+    fn validate(&self) -> Result<HistSet, (String, String)> {
         let enc = &self.histograms;
         if enc.encoding != HISTOGRAM_ENCODING {
             return Err((
@@ -904,17 +922,26 @@ impl LoadResult {
                 ));
             }
         }
-        let mut seconds = Vec::with_capacity(series.seconds.len());
+        let mut next_t = 0u64;
         for (i, s) in series.seconds.iter().enumerate() {
             let field = format!("series.seconds[{i}]");
-            let hist = match &s.histogram {
-                Some(data) => Some(
-                    decode_hist(data, SERIES_SIGNIFICANT_DIGITS)
-                        .map_err(|p| (format!("{field}.histogram"), p))?,
-                ),
-                None => None,
+            if s.t < next_t || s.t > MAX_SERIES_SECOND {
+                return Err((
+                    format!("{field}.t"),
+                    format!(
+                        "{} is not after the previous second and at most {MAX_SERIES_SECOND}",
+                        s.t
+                    ),
+                ));
+            }
+            next_t = s.t + 1;
+            // Decoded one at a time and dropped: a long series is never all in memory.
+            let n = match &s.histogram {
+                Some(data) => decode_hist(data, SERIES_SIGNIFICANT_DIGITS)
+                    .map_err(|p| (format!("{field}.histogram"), p))?
+                    .len(),
+                None => 0,
             };
-            let n = hist.as_ref().map_or(0, |h| h.len());
             if n != s.requests {
                 return Err((
                     format!("{field}.histogram"),
@@ -927,13 +954,6 @@ impl LoadResult {
                     format!("{} is more than requests ({})", s.ok, s.requests),
                 ));
             }
-            seconds.push(SecondData {
-                t: s.t,
-                requests: s.requests,
-                ok: s.ok,
-                dropped: s.dropped,
-                hist,
-            });
         }
         if self.counts.ok > self.counts.requests {
             return Err((
@@ -944,7 +964,7 @@ impl LoadResult {
                 ),
             ));
         }
-        Ok((set, seconds))
+        Ok(set)
     }
 
     /// Merge results of one scenario run by several processes at the same time: histograms
@@ -955,7 +975,6 @@ impl LoadResult {
     pub fn merge(results: &[LoadResult]) -> Result<LoadResult, MergeError> {
         let first = results.first().ok_or(MergeError::Empty)?;
         let mut hists = HistSet::default();
-        let mut series: BTreeMap<u64, SecondData> = BTreeMap::new();
         let mut counts = Counts::default();
         let mut stream: Option<StreamSummary> = None;
         let mut started: Option<(SystemTime, String)> = None;
@@ -982,25 +1001,8 @@ impl LoadResult {
                     ),
                 ));
             }
-            let (set, seconds) = r.decode_all().map_err(|(f, p)| invalid(i, f, p))?;
+            let set = r.validate().map_err(|(f, p)| invalid(i, f, p))?;
             hists.add(&set, SIGNIFICANT_DIGITS);
-            for s in seconds {
-                let e = series.entry(s.t).or_insert_with(|| SecondData {
-                    t: s.t,
-                    ..SecondData::default()
-                });
-                e.requests = e.requests.saturating_add(s.requests);
-                e.ok = e.ok.saturating_add(s.ok);
-                e.dropped = e.dropped.saturating_add(s.dropped);
-                if let Some(h) = &s.hist {
-                    match &mut e.hist {
-                        Some(mine) => {
-                            let _ = mine.add(h);
-                        }
-                        None => e.hist = Some(h.clone()),
-                    }
-                }
-            }
             add_counts(&mut counts, &r.counts)
                 .map_err(|f| invalid(i, format!("counts.{f}"), "the sum overflows".to_string()))?;
             match (&mut stream, &r.stream) {
@@ -1052,17 +1054,7 @@ impl LoadResult {
                 resources.push(res);
             }
         }
-        let series = match series.keys().next_back() {
-            None => Vec::new(),
-            Some(&last) => (0..=last)
-                .map(|t| {
-                    series.remove(&t).unwrap_or(SecondData {
-                        t,
-                        ..SecondData::default()
-                    })
-                })
-                .collect(),
-        };
+        let series = merge_series(results)?;
         let (result, problems) = build(Parts {
             scenario: first.scenario.clone(),
             model: models.join("; "),
@@ -1123,6 +1115,44 @@ impl LoadResult {
         }
         s
     }
+}
+
+/// The inputs' series added second by second (by offset from each run's start), one
+/// second's histograms decoded at a time. Inputs are validated: seconds increase.
+fn merge_series(results: &[LoadResult]) -> Result<Vec<SecondPoint>, MergeError> {
+    let Some(last) = results
+        .iter()
+        .filter_map(|r| r.series.seconds.last().map(|s| s.t))
+        .max()
+    else {
+        return Ok(Vec::new());
+    };
+    let mut cursors = vec![0usize; results.len()];
+    let mut h = new_hist(SERIES_SIGNIFICANT_DIGITS);
+    let mut out = Vec::with_capacity(usize::try_from(last).unwrap_or(0).saturating_add(1));
+    for t in 0..=last {
+        let mut c = SecondCounts::default();
+        h.reset();
+        for (i, r) in results.iter().enumerate() {
+            let at = cursors[i];
+            let Some(s) = r.series.seconds.get(at).filter(|s| s.t == t) else {
+                continue;
+            };
+            cursors[i] += 1;
+            c.requests = c.requests.saturating_add(s.requests);
+            c.ok = c.ok.saturating_add(s.ok);
+            c.dropped = c.dropped.saturating_add(s.dropped);
+            if let Some(data) = &s.histogram {
+                let d = decode_hist(data, SERIES_SIGNIFICANT_DIGITS)
+                    .map_err(|p| invalid(i, format!("series.seconds[{at}].histogram"), p))?;
+                let _ = h.add(&d);
+            }
+        }
+        let point = second_point(t, c, Some(&h), None, true)
+            .map_err(|p| invalid(results.len() - 1, format!("series.seconds[{t}]"), p))?;
+        out.push(point);
+    }
+    Ok(out)
 }
 
 /// A number with about four significant figures and no trailing zeros.
@@ -1258,6 +1288,13 @@ mod tests {
             decode_bytes(&good, 2)
                 .unwrap_err()
                 .contains("significant digits")
+        );
+        let mut high = good.clone();
+        high[24..32].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(
+            decode_bytes(&high, 3)
+                .unwrap_err()
+                .contains("highest trackable")
         );
         let mut cookie = good.clone();
         cookie[0] ^= 0xff;

@@ -273,6 +273,16 @@ fn corrupt_histograms_fail_clearly_without_panic() {
     let err = read(&bad).unwrap_err().to_string();
     assert!(err.contains("series.seconds[1].histogram"), "{err}");
 
+    let bad = set(&["series", "seconds", "1", "t"], 0.into());
+    let err = read(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("series.seconds[1].t: 0 is not after the previous second"),
+        "{err}"
+    );
+    let bad = set(&["series", "seconds", "1", "t"], u64::MAX.into());
+    let err = read(&bad).unwrap_err().to_string();
+    assert!(err.contains("series.seconds[1].t"), "{err}");
+
     let bad = set(&["counts", "requests"], 5.into());
     let err = read(&bad).unwrap_err().to_string();
     assert!(
