@@ -9,13 +9,18 @@
 //!
 //! `memory N` sends N requests (closed model, 64 connections) to nginx and prints the peak
 //! resident memory of this process (`VmHWM`), to check that it stays flat as N grows.
+//! With `recorder`, the samples go to the real [`Recorder`] (HDR histograms and the
+//! per-second series) instead of a counter.
 //! Options: `conns N` (64), `secs N` (10), `rounds N` (3), `threads N` (cores).
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use citadel_itest_load::config::GoodputConfig;
 use citadel_itest_load::config::{ClosedModel, LoadModel, ScenarioConfig};
 use citadel_itest_load::engine::{self, Bodies, Control, Plan};
+use citadel_itest_load::metrics::{Recorder, Shared};
 use citadel_itest_load::sample::{Sample, SampleSink};
 use citadel_itest_testkit::Nginx;
 
@@ -51,6 +56,7 @@ struct Options {
     threads: Option<usize>,
     only: Option<String>,
     memory: Option<u64>,
+    recorder: bool,
 }
 
 fn options() -> Result<Options, Error> {
@@ -61,6 +67,7 @@ fn options() -> Result<Options, Error> {
         threads: None,
         only: None,
         memory: None,
+        recorder: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -72,6 +79,7 @@ fn options() -> Result<Options, Error> {
             "rounds" => o.rounds = num()? as usize,
             "threads" => o.threads = Some(num()? as usize),
             "memory" => o.memory = Some(num()?),
+            "recorder" => o.recorder = true,
             "engine" | "wrk" | "oha" => o.only = Some(a),
             other => return Err(format!("unknown argument `{other}`").into()),
         }
@@ -109,6 +117,24 @@ async fn engine_run(url: &str, o: &Options, iterations: Option<u64>) -> Result<f
         done.elapsed.as_secs_f64(),
         service as f64 / (ok + errors).max(1) as f64 / 1000.0,
         plan.threads(),
+    );
+    Ok(rate)
+}
+
+/// `n` requests recorded by the real recorder.
+async fn recorder_run(url: &str, o: &Options, n: u64) -> Result<f64, Error> {
+    let model = ClosedModel::new(o.conns, Duration::from_secs(3600)).iterations(n);
+    let scenario = ScenarioConfig::new("throughput", url, LoadModel::Closed(model));
+    let plan = Plan::from_scenario(&scenario, Bodies::none())?;
+    let shared = Arc::new(Shared::new(GoodputConfig::default(), false));
+    let control = Control::new();
+    let done = engine::run(&plan, |_| Recorder::new(shared.clone()), &control).await?;
+    let heap: usize = done.sinks.iter().map(Recorder::heap_bytes).sum();
+    let rate = n as f64 / done.elapsed.as_secs_f64();
+    println!(
+        "engine with recorder: {rate:>9.0} req/s ({n} requests in {:.2} s, recorders' histograms {heap} bytes, series heap {} bytes)",
+        done.elapsed.as_secs_f64(),
+        shared.heap_bytes(),
     );
     Ok(rate)
 }
@@ -178,7 +204,11 @@ async fn main() -> Result<(), Error> {
 
     if let Some(n) = o.memory {
         let before = peak_rss_kib();
-        let rate = engine_run(&url, &o, Some(n)).await?;
+        let rate = if o.recorder {
+            recorder_run(&url, &o, n).await?
+        } else {
+            engine_run(&url, &o, Some(n)).await?
+        };
         println!(
             "memory: {n} requests at {rate:.0} req/s: peak RSS {} KiB (before the run {before} KiB)",
             peak_rss_kib()

@@ -533,3 +533,59 @@ async fn bad_plans_are_clear_errors() {
     let e = Plan::from_scenario(&s, Bodies::none()).unwrap_err();
     assert!(e.to_string().contains("model"), "{e}");
 }
+
+fn stream_scenario(model: &ModelServer, fault: Option<&str>) -> ScenarioConfig {
+    let url = format!("{}/chat/completions", model.base_url());
+    let body = r#"{"model":"fixture-chat","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"count"}]}"#;
+    let mut request = RequestConfig::post(&url, body);
+    if let Some(f) = fault {
+        request = request.header("x-fixture-fault", f);
+    }
+    let mut s = closed(&url, 2, Duration::from_secs(10))
+        .request(request)
+        .stream(true)
+        .stream_stall(ms(500));
+    s.closed = s.closed.map(|c| c.iterations(6));
+    s
+}
+
+#[tokio::test]
+async fn streams_are_timed_and_a_stream_without_done_is_a_stream_error() {
+    let model = ModelServer::builder()
+        .ttft(ms(30))
+        .itl(ms(5))
+        .completion_tokens(8)
+        .start()
+        .await
+        .expect("model server");
+    let r = run(&stream_scenario(&model, None)).await;
+    assert_eq!(r.ok(), 6, "{:?}", r.samples.iter().find(|s| !s.is_ok()));
+    for s in &r.samples {
+        let st = s.stream.as_ref().expect("a stream sample");
+        assert_eq!(st.end, "done");
+        assert_eq!(st.output_tokens, 8);
+        let ttft = st.ttft.expect("a first token");
+        assert!(ttft >= ms(30) && ttft < ms(200), "{ttft:?}");
+        assert!(s.service >= ms(60), "{:?}", s.service);
+        assert!(s.bytes > 100);
+    }
+
+    let r = run(&stream_scenario(&model, Some("cut:3"))).await;
+    assert_eq!(r.errors(ErrorClass::Stream), 6);
+    assert!(
+        r.samples
+            .iter()
+            .all(|s| s.stream.as_ref().is_some_and(|st| st.end == "cut off"))
+    );
+
+    let r = run(&stream_scenario(&model, Some("sse_error"))).await;
+    assert_eq!(r.errors(ErrorClass::Stream), 6);
+    // A stream that ended cleanly without [DONE] leaves the connection usable: no new
+    // failures after it.
+    assert!(r.samples.iter().all(|s| s.status == Some(200)));
+
+    // An error status on a stream request is an HTTP error, its body read as a body.
+    let r = run(&stream_scenario(&model, Some("unavailable"))).await;
+    assert_eq!(r.errors(ErrorClass::Http5xx), 6);
+    assert!(r.samples.iter().all(|s| s.stream.is_none()));
+}
