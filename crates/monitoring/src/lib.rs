@@ -1,0 +1,8 @@
+//! The `monitoring:` tester (being built; see docs/monitoring.md when it lands).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+
+/// The tester's name and config section.
+pub const NAME: &str = "monitoring";
