@@ -57,6 +57,9 @@ pub use citadel_itest_external_api as external_api;
 /// The `load` tester (feature `load`). (A module: [`load()`](fn@load) is the config loader.)
 #[cfg(feature = "load")]
 pub use citadel_itest_load as load;
+/// The `monitoring` tester and result export (feature `monitoring`).
+#[cfg(feature = "monitoring")]
+pub use citadel_itest_monitoring as monitoring;
 
 /// The README's code blocks, compiled as doctests so they stay true.
 #[cfg(doctest)]
