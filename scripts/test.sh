@@ -17,7 +17,7 @@ fi
 cargo test --workspace --all-features --doc
 
 # A consumer embedding one tester compiles only that tester: every feature set on its own builds.
-for features in "" basic database database-local-scratch external-api cross-service; do
+for features in "" basic database database-local-scratch external-api cross-service load monitoring; do
   cargo check --quiet -p citadel-itest --lib --no-default-features ${features:+--features "$features"}
 done
 for features in postgres qdrant prometheus; do
@@ -27,4 +27,5 @@ for features in models qdrant; do
   cargo check --quiet -p citadel-itest-testkit --lib --no-default-features --features "$features"
 done
 cargo check --quiet -p citadel-itest-database --lib --features local-scratch
+cargo check --quiet -p citadel-itest-load --lib --no-default-features   # no progress bar (indicatif)
 echo "feature sets: each compiles on its own"
