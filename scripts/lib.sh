@@ -5,6 +5,8 @@ CITADEL_PACKAGES=(
   "postgresql:initdb"
   "postgresql-client:psql"
   "prometheus:prometheus"
+  "prometheus-alertmanager:prometheus-alertmanager"
+  "prometheus-pushgateway:prometheus-pushgateway"
   "nginx-light:nginx"
   "openssl:openssl"
   "python3-minimal:python3"

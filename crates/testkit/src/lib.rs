@@ -25,6 +25,8 @@
 //! |---|---|---|
 //! | [`Postgres`] | `initdb`, `postgres`, `psql` | `postgresql` (`postgresql-client`) |
 //! | [`Prometheus`] | `prometheus` | `prometheus` |
+//! | [`Alertmanager`] | `prometheus-alertmanager` | `prometheus-alertmanager` |
+//! | [`Pushgateway`] | `prometheus-pushgateway` | `prometheus-pushgateway` |
 //! | [`Nginx`] | `nginx` | `nginx-light` |
 //! | [`HangingListener`], [`closed_port`] | none | none |
 //!
@@ -37,6 +39,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alertmanager;
 mod error;
 mod fixtures_binary;
 pub mod lying;
@@ -47,9 +50,11 @@ pub mod nginx;
 pub mod postgres;
 mod process;
 pub mod prometheus;
+pub mod pushgateway;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
 
+pub use alertmanager::{Alertmanager, AlertmanagerBuilder};
 pub use error::{ErrorKind, TestkitError};
 pub use fixtures_binary::{FIXTURES_BINARY, fixtures_binary};
 pub use lying::LyingServer;
@@ -59,5 +64,6 @@ pub use net::{HangingListener, closed_port};
 pub use nginx::{Nginx, NginxBuilder};
 pub use postgres::{PgAuth, Postgres, PostgresBuilder};
 pub use prometheus::{Prometheus, PrometheusBuilder};
+pub use pushgateway::{Pushgateway, PushgatewayBuilder};
 #[cfg(feature = "qdrant")]
 pub use qdrant::{QdrantServer, QdrantServerBuilder};
