@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod endpoint;
+pub mod exposition;
 
 /// The tester's name and config section.
 pub const NAME: &str = "monitoring";
