@@ -65,7 +65,11 @@ const MALFORMED: &[(&str, &str, Option<usize>)] = &[
     ("lint_unit_abbreviated.txt", "unit_suffix", Some(1)),
     ("lint_om_unit_mismatch.txt", "unit_suffix", Some(1)),
     ("lint_duplicate_series.txt", "duplicate_series", Some(4)),
-    ("lint_reserved_label_name.txt", "invalid_label_name", Some(3)),
+    (
+        "lint_reserved_label_name.txt",
+        "invalid_label_name",
+        Some(3),
+    ),
     ("lint_reserved_metric_name.txt", "invalid_name", Some(1)),
     ("lint_camel_case.txt", "camel_case", Some(1)),
     ("lint_colon.txt", "reserved_chars", Some(1)),
@@ -73,10 +77,26 @@ const MALFORMED: &[(&str, &str, Option<usize>)] = &[
     ("lint_reserved_suffix.txt", "reserved_suffix", Some(1)),
     ("lint_le_on_gauge.txt", "reserved_label", Some(3)),
     ("lint_histogram_no_inf.txt", "histogram_no_inf", Some(3)),
-    ("lint_histogram_not_cumulative.txt", "histogram_not_cumulative", Some(4)),
-    ("lint_histogram_missing_sum.txt", "histogram_missing_sum", Some(3)),
-    ("lint_histogram_missing_count.txt", "histogram_missing_count", Some(3)),
-    ("lint_histogram_inf_count.txt", "histogram_inf_count", Some(3)),
+    (
+        "lint_histogram_not_cumulative.txt",
+        "histogram_not_cumulative",
+        Some(4),
+    ),
+    (
+        "lint_histogram_missing_sum.txt",
+        "histogram_missing_sum",
+        Some(3),
+    ),
+    (
+        "lint_histogram_missing_count.txt",
+        "histogram_missing_count",
+        Some(3),
+    ),
+    (
+        "lint_histogram_inf_count.txt",
+        "histogram_inf_count",
+        Some(3),
+    ),
     ("lint_histogram_bad_le.txt", "histogram_bad_le", Some(3)),
     ("lint_summary_quantile.txt", "summary_quantile", Some(3)),
 ];
@@ -141,7 +161,11 @@ fn openmetrics_without_eof_is_flagged_when_served_as_openmetrics() {
     // Without the content type and without `# EOF`, it is the text format, and fine.
     let exp = exposition::parse(text);
     assert_eq!(exp.format, Format::Text);
-    assert!(all_findings(&exp).is_empty(), "{}", show(&all_findings(&exp)));
+    assert!(
+        all_findings(&exp).is_empty(),
+        "{}",
+        show(&all_findings(&exp))
+    );
 }
 
 #[test]
@@ -337,21 +361,38 @@ fn prometheus_parse_misreads_tricky_expositions() {
     let ours = exposition::parse(text.as_bytes());
 
     // 1. A `,` inside a quoted value splits the label: `/a,b` is read as `/a`.
-    let s1 = scrape.samples.iter().find(|s| s.labels.get("path").is_some()).unwrap();
+    let s1 = scrape
+        .samples
+        .iter()
+        .find(|s| s.labels.get("path").is_some())
+        .unwrap();
     assert_eq!(s1.labels.get("path"), Some("/a"));
     assert_eq!(ours.families[0].samples[0].label("path"), Some("/a,b"));
 
     // 2. A `=` inside a value drops the label entirely.
-    let s2 = scrape.samples.iter().find(|s| s.labels.get("job") == Some("j")).unwrap();
+    let s2 = scrape
+        .samples
+        .iter()
+        .find(|s| s.labels.get("job") == Some("j"))
+        .unwrap();
     assert_eq!(s2.labels.get("q"), None);
     assert_eq!(ours.families[0].samples[1].label("q"), Some("x=y"));
 
     // 3. A `}` inside a value makes the line not match: the sample is dropped silently.
-    assert!(!scrape.samples.iter().any(|s| s.labels.get("brace").is_some()));
+    assert!(
+        !scrape
+            .samples
+            .iter()
+            .any(|s| s.labels.get("brace").is_some())
+    );
     assert_eq!(ours.families[0].samples[2].label("brace"), Some("}"));
 
     // 4. Escaped quotes are not unescaped.
-    let s4 = scrape.samples.iter().find(|s| s.labels.get("msg").is_some()).unwrap();
+    let s4 = scrape
+        .samples
+        .iter()
+        .find(|s| s.labels.get("msg").is_some())
+        .unwrap();
     assert_ne!(s4.labels.get("msg"), Some("say \"hi\""));
     assert_eq!(ours.families[0].samples[3].label("msg"), Some("say \"hi\""));
 
@@ -409,7 +450,11 @@ async fn lint_server(what: &str, url: &str, accept: &str) -> (Exposition, Vec<Fi
         "{what} ({ct}): parse findings:\n{}",
         show(&exp.findings)
     );
-    assert!(exp.series_count() > 10, "{what}: {} series", exp.series_count());
+    assert!(
+        exp.series_count() > 10,
+        "{what}: {} series",
+        exp.series_count()
+    );
     let lint = exposition::lint(&exp);
     eprintln!(
         "{what} ({ct}): {} families, {} series, {} bytes, {} lint findings\n{}",

@@ -452,12 +452,21 @@ fn read_sample(line: &str, n: usize, format: Format) -> Result<Sample, ParseErro
     let om = format == Format::OpenMetrics;
     let mut c = Cursor::new(line);
     let name = c.metric_name().map_err(|e| ("parse", e))?.to_string();
+    // The text format allows blanks between the name and its `{`.
+    let blank = if om { 0 } else { c.spaces() };
     let labels = if c.peek() == Some(b'{') {
-        c.labels(format)?
+        let labels = c.labels(format)?;
+        c.separator(om, "before the value")?;
+        labels
+    } else if blank == 0 {
+        c.separator(om, "before the value")?;
+        Vec::new()
     } else {
+        if c.at_end() {
+            return Err(("parse", "no value after the metric name".into()));
+        }
         Vec::new()
     };
-    c.separator(om, "before the value")?;
     let value = c.value("value")?;
     let mut timestamp = None;
     let mut exemplar = None;
