@@ -5,6 +5,8 @@
 pub mod config;
 pub mod endpoint;
 pub mod exposition;
+pub mod health;
+pub mod prometheus;
 
 /// The tester's name and config section.
 pub const NAME: &str = "monitoring";
