@@ -4,6 +4,9 @@
 #   `citadel_requests`), Prometheus 59090 (scraping every service below), three model backends
 #   58101-58103 (testkit's OpenAI-compatible fixture: model-a, model-b, model-c), the Qdrant fixture
 #   (REST 56333, gRPC 56334, API key) and the gateway (nginx) 58080 in front of the model backends.
+#   Alertmanager 59093 (no gossip; every alert to the webhook 127.0.0.1:59095/alerts, where the
+#   alert drill listens while it runs) and the Pushgateway 59091; Prometheus evaluates the
+#   `citadel` rules every second and sends alerts to that Alertmanager.
 # Usage: scripts/services.sh up|down|status|env      (idempotent; `up` prints the env it exports)
 # Secrets (Postgres password, Qdrant API key) live in files under target/services/; only their
 # paths are printed. CITADEL_FIXTURES_BIN may name an already built citadel-itest-fixtures binary.
@@ -17,6 +20,7 @@ PG_USER=citadel PG_DB=citadel PG_REQUESTS_DB=citadel_requests
 MODEL_PORTS=(58101 58102 58103) MODEL_IDS=(model-a model-b model-c)
 MODELS="llama-3-8b,mistral-7b,text-embedding-small"
 QDRANT_HTTP_PORT=56333 QDRANT_GRPC_PORT=56334
+AM_PORT=59093 PUSHGW_PORT=59091 WEBHOOK_PORT=59095
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
 
@@ -34,6 +38,24 @@ http_ok() { # url
   printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
   head -1 <&3 | grep -q ' 200 '
   local rc=$?; exec 3<&- 3>&-; return $rc
+}
+
+http_post_ok() { # port path: POST with an empty body, succeeds on a 200
+  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'POST %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n' "$2" >&3
+  head -1 <&3 | grep -q ' 200 '
+  local rc=$?; exec 3<&- 3>&-; return $rc
+}
+
+# Writes stdin to file $1; when it changed and the service on port $2 runs (pid file $3), asks
+# it to reload its config (POST /-/reload), so `up` on a running stack picks up a new config.
+write_config() { # file port pidfile
+  local new; new=$(cat)
+  if [ -f "$1" ] && [ "$(cat "$1")" = "$new" ]; then return 0; fi
+  printf '%s\n' "$new" > "$1"
+  if pid_alive "$3"; then
+    http_post_ok "$2" /-/reload || { echo "reloading $1 on 127.0.0.1:$2 failed" >&2; return 1; }
+  fi
 }
 
 port_free() { # port: fails, naming the port, when something already listens there
@@ -128,15 +150,90 @@ qdrant_up() {
     || { tail -20 "$dir/qdrant.log" >&2; return 1; }
 }
 
+alertmanager_up() {
+  local dir="$ROOT/alertmanager"
+  mkdir -p "$dir/data"
+  # Everything goes to one webhook; nothing listens there unless the alert drill runs (then
+  # Alertmanager retries and logs the refused connection, which is harmless).
+  write_config "$dir/alertmanager.yml" $AM_PORT "$dir/pid" <<YAML
+route:
+  receiver: webhook
+  group_by: ['alertname']
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 4h
+receivers:
+  - name: webhook
+    webhook_configs:
+      - url: 'http://127.0.0.1:$WEBHOOK_PORT/alerts'
+        send_resolved: true
+YAML
+  if pid_alive "$dir/pid"; then return 0; fi
+  port_free $AM_PORT
+  nohup prometheus-alertmanager --config.file="$dir/alertmanager.yml" --storage.path="$dir/data" \
+    --web.listen-address="127.0.0.1:$AM_PORT" --web.external-url="http://127.0.0.1:$AM_PORT" \
+    --cluster.listen-address= >"$dir/alertmanager.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for "alertmanager on 127.0.0.1:$AM_PORT" 30 http_ok $AM_PORT /-/ready \
+    || { tail -20 "$dir/alertmanager.log" >&2; return 1; }
+}
+
+pushgateway_up() {
+  local dir="$ROOT/pushgateway"
+  if pid_alive "$dir/pid"; then return 0; fi
+  port_free $PUSHGW_PORT
+  mkdir -p "$dir"
+  # Pushes are kept in memory (an empty persistence file; Debian's default is under /var/lib).
+  nohup prometheus-pushgateway --web.listen-address="127.0.0.1:$PUSHGW_PORT" --persistence.file= \
+    >"$dir/pushgateway.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for "pushgateway on 127.0.0.1:$PUSHGW_PORT" 30 http_ok $PUSHGW_PORT /-/ready \
+    || { tail -20 "$dir/pushgateway.log" >&2; return 1; }
+}
+
 prom_up() {
   local dir="$ROOT/prometheus"
-  if pid_alive "$dir/pid"; then return 0; fi
-  port_free $PROM_PORT
-  mkdir -p "$dir/data"
-  cat > "$dir/prometheus.yml" <<YAML
+  mkdir -p "$dir/data" "$dir/rules"
+  # Alerting rules for the alert drill and the model backends, and one recording rule.
+  write_config "$dir/rules/citadel.yml" $PROM_PORT "$dir/pid" <<'YAML'
+groups:
+  - name: citadel
+    rules:
+      - alert: ModelBackendDown
+        expr: up{job="models"} == 0
+        for: 30s
+        labels:
+          severity: critical
+        annotations:
+          summary: 'model backend {{ $labels.instance }} is down'
+      - alert: CitadelItestDrill
+        expr: citadel_itest_drill_condition > 0
+        for: 2s
+        labels:
+          severity: none
+        annotations:
+          summary: 'alert drill {{ $labels.drill }} (pushed by citadel-itest)'
+      - alert: Watchdog
+        expr: vector(1)
+        labels:
+          severity: none
+        annotations:
+          summary: 'always firing: proves the alerting pipeline works end to end'
+  - name: citadel_recording
+    rules:
+      - record: job:up:sum
+        expr: sum by (job) (up)
+YAML
+  write_config "$dir/prometheus.yml" $PROM_PORT "$dir/pid" <<YAML
 global:
   scrape_interval: 5s
-  evaluation_interval: 5s
+  evaluation_interval: 1s
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ['127.0.0.1:$AM_PORT']
+rule_files:
+  - $dir/rules/citadel.yml
 scrape_configs:
   - job_name: prometheus
     static_configs:
@@ -150,7 +247,17 @@ scrape_configs:
       credentials_file: $ROOT/qdrant/api_key
     static_configs:
       - targets: ['127.0.0.1:$QDRANT_HTTP_PORT']
+  - job_name: alertmanager
+    static_configs:
+      - targets: ['127.0.0.1:$AM_PORT']
+  - job_name: pushgateway
+    honor_labels: true
+    scrape_interval: 1s
+    static_configs:
+      - targets: ['127.0.0.1:$PUSHGW_PORT']
 YAML
+  if pid_alive "$dir/pid"; then return 0; fi
+  port_free $PROM_PORT
   nohup prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
     --web.listen-address="127.0.0.1:$PROM_PORT" --web.enable-lifecycle \
     >"$dir/prometheus.log" 2>&1 &
@@ -219,6 +326,9 @@ export CITADEL_PG_USER=$PG_USER
 export CITADEL_PG_DATABASE=$PG_DB
 export CITADEL_PG_PASSWORD_FILE=$ROOT/postgres/password
 export CITADEL_PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
+export CITADEL_ALERTMANAGER_URL=http://127.0.0.1:$AM_PORT
+export CITADEL_PUSHGATEWAY_URL=http://127.0.0.1:$PUSHGW_PORT
+export CITADEL_ALERT_WEBHOOK_URL=http://127.0.0.1:$WEBHOOK_PORT/alerts
 export CITADEL_GATEWAY_URL=http://127.0.0.1:$GW_PORT
 export CITADEL_MODEL_URLS=http://127.0.0.1:${MODEL_PORTS[0]},http://127.0.0.1:${MODEL_PORTS[1]},http://127.0.0.1:${MODEL_PORTS[2]}
 export CITADEL_REQUESTS_DATABASE=$PG_REQUESTS_DB
@@ -244,6 +354,8 @@ down() {
   local data="$ROOT/postgres/data"
   if pid_alive "$data/postmaster.pid"; then as_pg "$(pg_bin pg_ctl)" -D "$data" -m fast -w stop >/dev/null || true; fi
   stop_pidfile "$ROOT/prometheus/pid"
+  stop_pidfile "$ROOT/alertmanager/pid"
+  stop_pidfile "$ROOT/pushgateway/pid"
   stop_pidfile "$ROOT/gateway/nginx.pid"
   local id
   for id in "${MODEL_IDS[@]}"; do stop_pidfile "$ROOT/models/$id.pid"; done
@@ -254,6 +366,8 @@ status() {
   local rc=0
   pid_alive "$ROOT/postgres/data/postmaster.pid" && echo "postgres   up   127.0.0.1:$PG_PORT" || { echo "postgres   down"; rc=1; }
   pid_alive "$ROOT/prometheus/pid" && echo "prometheus up   127.0.0.1:$PROM_PORT" || { echo "prometheus down"; rc=1; }
+  pid_alive "$ROOT/alertmanager/pid" && echo "alertmanager up 127.0.0.1:$AM_PORT (webhook 127.0.0.1:$WEBHOOK_PORT/alerts)" || { echo "alertmanager down"; rc=1; }
+  pid_alive "$ROOT/pushgateway/pid" && echo "pushgateway up  127.0.0.1:$PUSHGW_PORT" || { echo "pushgateway down"; rc=1; }
   pid_alive "$ROOT/gateway/nginx.pid" && echo "gateway    up   127.0.0.1:$GW_PORT" || { echo "gateway    down"; rc=1; }
   local i
   for i in 0 1 2; do
@@ -269,7 +383,7 @@ case "${1:-}" in
   up)
     ensure_packages
     mkdir -p "$ROOT"
-    pg_up; models_up; qdrant_up; prom_up; gw_up
+    pg_up; models_up; qdrant_up; alertmanager_up; pushgateway_up; prom_up; gw_up
     status >&2
     print_env ;;
   down) down; status >&2 || true ;;
