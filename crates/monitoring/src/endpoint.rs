@@ -487,7 +487,7 @@ impl Check for MetricsCheck {
             Measurement::new("lint_findings", lint_count as f64, Unit::Count),
         ];
         Ok(verdict(
-            &format!("{}", redact_url(&self.config.url)),
+            &redact_url(&self.config.url),
             &problems,
             measurements,
         ))

@@ -9,10 +9,12 @@
 //! ```
 //! use citadel_itest_monitoring::exposition::{self, Format};
 //!
-//! let text = b"# HELP http_requests_total Requests.\n\
-//!              # TYPE http_requests_total counter\n\
-//!              http_requests_total{path=\"/a,b=c\",code=\"200\"} 3 1700000000000\n";
-//! let exp = exposition::parse(text);
+//! let text = concat!(
+//!     "# HELP http_requests_total Requests.\n",
+//!     "# TYPE http_requests_total counter\n",
+//!     "http_requests_total{path=\"/a,b=c\",code=\"200\"} 3 1700000000000\n",
+//! );
+//! let exp = exposition::parse(text.as_bytes());
 //! assert!(exp.findings.is_empty());
 //! assert_eq!(exp.format, Format::Text);
 //! let s = &exp.families[0].samples[0];
