@@ -474,6 +474,14 @@ impl Check for MetricsCheck {
         ctx.detail("findings_total", findings.len());
         ctx.detail("findings", listed(&findings));
         let mut problems: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        for kind in &self.config.lint_ignore {
+            if !exposition::FINDING_KINDS.contains(&kind.as_str()) {
+                problems.push(format!(
+                    "lint_ignore: `{kind}` is not a finding kind (known: {})",
+                    exposition::FINDING_KINDS.join(", ")
+                ));
+            }
+        }
         if exp.series_count() == 0 {
             problems.push("the exposition holds no samples".into());
         }

@@ -304,6 +304,8 @@ async fn lint_findings_fail_unless_ignored_or_off() {
     passed(&r);
     let r = metrics(json!({ "name": "lint", "url": url, "lint": false })).await;
     passed(&r);
+    let r = metrics(json!({ "name": "lint", "url": url, "lint_ignore": ["counter_sufix"] })).await;
+    failed_with(&r, &["lint_ignore: `counter_sufix` is not a finding kind"]);
 }
 
 #[tokio::test]

@@ -139,6 +139,59 @@ fn each_malformed_exposition_is_flagged_with_its_kind_and_line() {
 }
 
 #[test]
+fn every_kind_found_is_a_listed_kind() {
+    for (file, _, _) in MALFORMED {
+        for f in all_findings(&exposition::parse(&corpus(file))) {
+            assert!(
+                exposition::FINDING_KINDS.contains(&f.kind),
+                "{file}: kind `{}` is not in FINDING_KINDS",
+                f.kind
+            );
+        }
+    }
+}
+
+#[test]
+fn a_large_exposition_is_read_in_bounded_time() {
+    // 10 MiB, the default `max_body_bytes`: 100k series of 2 families.
+    let mut text = String::with_capacity(11 * 1024 * 1024);
+    text.push_str("# HELP big_requests_total Requests.\n# TYPE big_requests_total counter\n");
+    let mut i = 0;
+    while text.len() < 10 * 1024 * 1024 {
+        text.push_str(&format!(
+            "big_requests_total{{route=\"/v1/route/{i}\",status=\"200\",instance=\"model-{}\"}} {i} 1700000000000\n",
+            i % 7
+        ));
+        i += 1;
+    }
+    let started = std::time::Instant::now();
+    let exp = exposition::parse(text.as_bytes());
+    let parsed = started.elapsed();
+    let lint = exposition::lint(&exp);
+    let total = started.elapsed();
+    eprintln!(
+        "{} bytes, {} series: parse {parsed:?}, parse + lint {total:?}",
+        text.len(),
+        exp.series_count()
+    );
+    assert!(exp.findings.is_empty());
+    assert!(lint.is_empty());
+    assert_eq!(exp.series_count(), i);
+    // Generous for an unoptimised build on a loaded 2-core machine.
+    assert!(total < Duration::from_secs(30), "{total:?}");
+}
+
+#[test]
+fn counters_are_found_with_or_without_total() {
+    let text = exposition::parse(b"# HELP a_total A.\n# TYPE a_total counter\na_total 1\n");
+    assert!(text.family("a").is_some());
+    assert!(text.family("a_total").is_some());
+    let om = exposition::parse(b"# TYPE a counter\n# HELP a A.\na_total 1\n# EOF\n");
+    assert!(om.family("a").is_some());
+    assert!(om.family("a_total").is_some());
+}
+
+#[test]
 fn lint_findings_name_the_metric() {
     for (file, kind, _) in MALFORMED.iter().filter(|(f, _, _)| f.starts_with("lint_")) {
         let exp = exposition::parse(&corpus(file));

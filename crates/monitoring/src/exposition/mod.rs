@@ -30,6 +30,45 @@
 mod lint;
 mod parse;
 
+/// Every finding kind [`parse`] and [`lint`] report, for validating `lint_ignore`.
+pub const FINDING_KINDS: &[&str] = &[
+    // parse
+    "parse",
+    "invalid_utf8",
+    "truncated",
+    "missing_eof",
+    "after_eof",
+    "duplicate_label",
+    "duplicate_help",
+    "duplicate_type",
+    "duplicate_unit",
+    "type_after_samples",
+    "interleaved",
+    "exemplar_misplaced",
+    "exemplar_too_long",
+    // lint
+    "missing_help",
+    "missing_type",
+    "invalid_name",
+    "reserved_chars",
+    "camel_case",
+    "unit_suffix",
+    "reserved_suffix",
+    "counter_suffix",
+    "counter_negative",
+    "invalid_label_name",
+    "reserved_label",
+    "duplicate_series",
+    "histogram_no_inf",
+    "histogram_bad_le",
+    "histogram_not_cumulative",
+    "histogram_inf_count",
+    "histogram_missing_sum",
+    "histogram_missing_count",
+    "histogram_sample_name",
+    "summary_quantile",
+];
+
 use std::fmt;
 
 pub use lint::lint;
@@ -339,13 +378,20 @@ impl Exposition {
             .flat_map(|f| f.samples.iter().map(move |s| (f, s)))
     }
 
-    /// The family called `name` (for counters also found by the name with `_total`).
+    /// The family called `name`; a counter is also found by its name with or without
+    /// `_total` (`http_requests` and `http_requests_total` find the same counter in either
+    /// format).
     pub fn family(&self, name: &str) -> Option<&Family> {
-        self.families.iter().find(|f| f.name == name).or_else(|| {
-            let base = name.strip_suffix("_total")?;
+        let counter = |n: &str| {
             self.families
                 .iter()
-                .find(|f| f.name == base && f.kind == MetricType::Counter)
+                .find(|f| f.name == n && f.kind == MetricType::Counter)
+        };
+        self.families.iter().find(|f| f.name == name).or_else(|| {
+            match name.strip_suffix("_total") {
+                Some(base) => counter(base),
+                None => counter(&format!("{name}_total")),
+            }
         })
     }
 
