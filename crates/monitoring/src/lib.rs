@@ -3,10 +3,12 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod drill;
 pub mod endpoint;
 pub mod exposition;
 pub mod health;
 pub mod prometheus;
+pub mod webhook;
 
 /// The tester's name and config section.
 pub const NAME: &str = "monitoring";
