@@ -307,7 +307,7 @@ fn tricky_but_valid_text_is_read_exactly() {
         uni.help.as_deref(),
         Some("Unicode in label values: ünïcode ✓.")
     );
-    assert_eq!(exp.series_count(), 20);
+    assert_eq!(exp.series_count(), 22);
 }
 
 #[test]

@@ -20,9 +20,6 @@ const NON_BASE_UNITS: &[(&str, &str)] = &[
     ("kibibytes", "bytes"),
     ("mebibytes", "bytes"),
     ("gibibytes", "bytes"),
-    ("bits", "bytes"),
-    ("kilobits", "bytes"),
-    ("megabits", "bytes"),
     ("millimeters", "meters"),
     ("centimeters", "meters"),
     ("kilometers", "meters"),
@@ -31,7 +28,6 @@ const NON_BASE_UNITS: &[(&str, &str)] = &[
     ("millivolts", "volts"),
     ("milliamperes", "amperes"),
     ("kilojoules", "joules"),
-    ("percent", "ratio"),
 ];
 
 /// Abbreviated units and the word to use instead.
@@ -92,12 +88,19 @@ fn lint_family(format: Format, fam: &Family, out: &mut Vec<Finding>) {
         push("camel_case", "metric names are snake_case".into());
     }
     let tokens: Vec<&str> = name.split('_').collect();
-    for token in &tokens {
+    for (i, token) in tokens.iter().enumerate() {
         if let Some((_, base)) = NON_BASE_UNITS.iter().find(|(u, _)| u == token) {
             push(
                 "unit_suffix",
                 format!("use the base unit: `_{base}`, not `_{token}`"),
             );
+        }
+        // An abbreviation counts only where a unit goes: last, or before `_total` & co.
+        let unit_position = tokens[i + 1..]
+            .iter()
+            .all(|t| ["total", "bucket", "sum", "count", "created"].contains(t));
+        if !unit_position {
+            continue;
         }
         if let Some((_, base)) = ABBREVIATED_UNITS.iter().find(|(u, _)| u == token) {
             push(

@@ -105,8 +105,9 @@ impl Format {
         });
         match media.as_str() {
             "application/openmetrics-text" => Some(Format::OpenMetrics),
+            // 1.0.0 is 0.0.4 plus quoted UTF-8 names; lines using those are parse findings.
             "text/plain" => match version.as_deref() {
-                None | Some("0.0.4") => Some(Format::Text),
+                None | Some("0.0.4") | Some("1.0.0") => Some(Format::Text),
                 Some(_) => None,
             },
             _ => None,
