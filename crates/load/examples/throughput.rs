@@ -87,6 +87,21 @@ fn options() -> Result<Options, Error> {
     Ok(o)
 }
 
+/// CPU seconds (user + system) of this process and of its waited-for children, from
+/// `/proc/self/stat` (clock ticks of 10 ms).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // rest[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17.
+    let at = |field: usize| f.get(field - 3).copied().unwrap_or(0.0) / 100.0;
+    (at(14) + at(15), at(16) + at(17))
+}
+
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -107,13 +122,16 @@ async fn engine_run(url: &str, o: &Options, iterations: Option<u64>) -> Result<f
         plan = plan.with_threads(t);
     }
     let control = Control::new();
+    let cpu_before = cpu_seconds().0;
     let done = engine::run(&plan, |_| Count::default(), &control).await?;
+    let cpu = cpu_seconds().0 - cpu_before;
     let ok: u64 = done.sinks.iter().map(|s| s.ok).sum();
     let errors: u64 = done.sinks.iter().map(|s| s.errors).sum();
     let service: u128 = done.sinks.iter().map(|s| s.service_ns).sum();
     let rate = (ok + errors) as f64 / done.elapsed.as_secs_f64();
     println!(
-        "engine: {rate:>9.0} req/s  ({ok} ok, {errors} errors in {:.2} s, mean service {:.1} us, {} threads)",
+        "engine: {rate:>9.0} req/s  {:>5.2} us CPU/req  ({ok} ok, {errors} errors in {:.2} s, mean service {:.1} us, {} threads)",
+        cpu * 1e6 / (ok + errors).max(1) as f64,
         done.elapsed.as_secs_f64(),
         service as f64 / (ok + errors).max(1) as f64 / 1000.0,
         plan.threads(),
@@ -140,6 +158,7 @@ async fn recorder_run(url: &str, o: &Options, n: u64) -> Result<f64, Error> {
 }
 
 fn wrk_run(url: &str, o: &Options) -> Result<f64, Error> {
+    let cpu_before = cpu_seconds().1;
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -155,11 +174,13 @@ fn wrk_run(url: &str, o: &Options) -> Result<f64, Error> {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .ok_or_else(|| format!("no Requests/sec in wrk output: {text}"))?;
+    let cpu = cpu_seconds().1 - cpu_before;
     let errors = text
         .lines()
         .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     println!(
-        "wrk:    {rate:>9.0} req/s  {}",
+        "wrk:    {rate:>9.0} req/s  {:>5.2} us CPU/req  {}",
+        cpu * 1e6 / (rate * o.secs as f64).max(1.0),
         errors.map(str::trim).unwrap_or("")
     );
     Ok(rate)
@@ -171,6 +192,7 @@ fn oha_run(url: &str, o: &Options) -> Result<f64, Error> {
         .ok()
         .filter(|p| std::path::Path::new(p).exists())
         .unwrap_or_else(|| "oha".into());
+    let cpu_before = cpu_seconds().1;
     let out = Command::new(oha)
         .args([
             "-z",
@@ -188,7 +210,11 @@ fn oha_run(url: &str, o: &Options) -> Result<f64, Error> {
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .ok_or_else(|| format!("no Requests/sec in oha output: {text}"))?;
-    println!("oha:    {rate:>9.0} req/s");
+    let cpu = cpu_seconds().1 - cpu_before;
+    println!(
+        "oha:    {rate:>9.0} req/s  {:>5.2} us CPU/req",
+        cpu * 1e6 / (rate * o.secs as f64).max(1.0)
+    );
     Ok(rate)
 }
 

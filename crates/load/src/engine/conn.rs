@@ -1,14 +1,16 @@
 //! One connection (hyper's client connection API over a `TcpStream`, HTTP/1.1 keep-alive or
 //! HTTP/2 prior knowledge) and one request/response exchange on it.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
 use citadel_itest_openai::StreamLimits;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Body as _;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -33,11 +35,43 @@ where
     }
 }
 
-/// An open connection's request handle. Its connection future runs as its own task on the
-/// thread's `LocalSet` and ends when the connection closes.
+/// hyper's HTTP/1.1 connection future (the dispatcher that writes requests and reads
+/// answers on the socket).
+type H1Driver = Pin<Box<http1::Connection<TokioIo<TcpStream>, ReqBody>>>;
+
+/// An open connection.
+///
+/// HTTP/1.1: the connection future is polled inline by the task that uses the connection
+/// (see [`drive`]), not spawned: one task per connection, no wake-ups between a request task
+/// and a connection task (measured: fewer cycles per request than a spawned connection).
+/// HTTP/2: the connection runs as its own task on the thread's `LocalSet` (hyper spawns its
+/// stream tasks there too).
 pub(crate) enum Conn {
-    H1(http1::SendRequest<ReqBody>),
+    H1 {
+        sender: http1::SendRequest<ReqBody>,
+        /// `None` once the connection has ended.
+        driver: Option<H1Driver>,
+    },
     H2(http2::SendRequest<ReqBody>),
+}
+
+/// Poll `fut` to completion while also polling the HTTP/1.1 connection `driver` (dropped
+/// when it ends), so the request and its connection make progress in one task.
+async fn drive<F: Future>(driver: &mut Option<H1Driver>, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(v);
+        }
+        if let Some(d) = driver.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                *driver = None;
+            }
+        }
+        // The connection may just have delivered what `fut` waits for.
+        fut.as_mut().poll(cx)
+    })
+    .await
 }
 
 impl Conn {
@@ -63,8 +97,44 @@ impl Conn {
                     .handshake(io)
                     .await
                     .map_err(|_| ErrorClass::Connect)?;
-                tokio::task::spawn_local(conn);
-                Ok(Conn::H1(sender))
+                Ok(Conn::H1 {
+                    sender,
+                    driver: Some(Box::pin(conn)),
+                })
+            }
+        }
+    }
+
+    /// Whether the connection can take a request now (`Some(true)`), has closed
+    /// (`Some(false)`), or has to be waited for (`None`, then use [`Conn::ready`]).
+    pub(crate) async fn ready_now(&mut self) -> Option<bool> {
+        match self {
+            Conn::H1 { sender, driver } => {
+                // One poll of the idle connection notices a close by the peer (hyper reads
+                // for EOF while idle), so a connection closed between requests is reopened
+                // instead of failing the next request.
+                if let Some(d) = driver.as_mut() {
+                    let ended = poll_fn(|cx| Poll::Ready(d.as_mut().poll(cx).is_ready())).await;
+                    if ended {
+                        *driver = None;
+                    }
+                }
+                if driver.is_none() {
+                    Some(false)
+                } else if sender.is_ready() {
+                    Some(true)
+                } else {
+                    None
+                }
+            }
+            Conn::H2(s) => {
+                if s.is_closed() {
+                    Some(false)
+                } else if s.is_ready() {
+                    Some(true)
+                } else {
+                    None
+                }
             }
         }
     }
@@ -72,11 +142,14 @@ impl Conn {
     /// Wait until the connection can take a request; `false` when it has closed.
     pub(crate) async fn ready(&mut self) -> bool {
         match self {
-            Conn::H1(s) => {
-                if s.is_ready() {
+            Conn::H1 { sender, driver } => {
+                if driver.is_none() {
+                    return false;
+                }
+                if sender.is_ready() {
                     return true;
                 }
-                s.ready().await.is_ok()
+                drive(driver, sender.ready()).await.is_ok() && driver.is_some()
             }
             Conn::H2(s) => {
                 if s.is_closed() {
@@ -91,7 +164,7 @@ impl Conn {
     /// for HTTP/1.1 (the answer would still arrive on it), never for HTTP/2 (the stream is
     /// reset, the connection goes on).
     pub(crate) fn lost_with_request(&self) -> bool {
-        matches!(self, Conn::H1(_))
+        matches!(self, Conn::H1 { .. })
     }
 }
 
@@ -116,11 +189,30 @@ pub(crate) async fn exchange(
     sent: Instant,
     out: &mut Outcome,
 ) {
-    let result = match conn {
-        Conn::H1(s) => s.send_request(req).await,
-        Conn::H2(s) => s.send_request(req).await,
-    };
-    let response = match result {
+    match conn {
+        Conn::H1 { sender, driver } => {
+            let response = sender.send_request(req);
+            drive(driver, answer(response, stream, sent, out)).await;
+            if driver.is_none() {
+                out.broken = true;
+            }
+        }
+        Conn::H2(s) => {
+            let response = s.send_request(req);
+            answer(response, stream, sent, out).await;
+            out.broken = s.is_closed();
+        }
+    }
+}
+
+/// Wait for the answer's head and read its body to the end.
+async fn answer(
+    response: impl Future<Output = Result<http::Response<Incoming>, hyper::Error>>,
+    stream: Option<&StreamLimits>,
+    sent: Instant,
+    out: &mut Outcome,
+) {
+    let response = match response.await {
         Ok(r) => r,
         Err(e) => {
             out.error = Some(if e.is_timeout() {
@@ -128,7 +220,7 @@ pub(crate) async fn exchange(
             } else {
                 ErrorClass::Protocol
             });
-            out.broken = conn.lost_with_request();
+            out.broken = true;
             return;
         }
     };
@@ -137,12 +229,15 @@ pub(crate) async fn exchange(
     let class = ErrorClass::of_status(status);
     let mut body = response.into_body();
     if let (Some(limits), None) = (stream, class) {
-        let (sample, bytes) = crate::stream::read_sse(&mut body, sent, limits).await;
+        // Boxed: the reader's state is large, and keeping it out of this future keeps every
+        // request's futures small (they are moved on each request).
+        let (sample, bytes) = Box::pin(crate::stream::read_sse(&mut body, sent, limits)).await;
         out.bytes = bytes;
         if sample.end != "done" {
             out.error = Some(ErrorClass::Stream);
-            // The rest of the answer may still be on its way.
-            out.broken = conn.lost_with_request() && !body.is_end_stream();
+            // The rest of the answer may still be on its way: the connection cannot carry
+            // another request unless the body ended.
+            out.broken = !body.is_end_stream();
         }
         out.stream = Some(sample);
         return;
@@ -157,7 +252,7 @@ pub(crate) async fn exchange(
             }
             Some(Err(_)) => {
                 out.error = Some(ErrorClass::Body);
-                out.broken = conn.lost_with_request();
+                out.broken = true;
                 return;
             }
             None => return,

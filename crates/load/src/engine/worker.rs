@@ -2,6 +2,7 @@
 //! task, all recording into the thread's own sink.
 
 use std::cell::{Cell, RefCell};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::Request;
 use tokio::task::JoinSet;
-use tokio::time::Instant as TokioInstant;
+use tokio::time::{Instant as TokioInstant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::Live;
@@ -164,6 +165,14 @@ impl<S: SampleSink> Local<S> {
     /// (bounded by the request timeout).
     async fn ensure_conn(&self, conn: &mut Option<Conn>) -> Result<(), ErrorClass> {
         let plan = &self.shared.plan;
+        if let Some(c) = conn {
+            // The usual case, ready at once: no timer.
+            match c.ready_now().await {
+                Some(true) => return Ok(()),
+                Some(false) => *conn = None,
+                None => {}
+            }
+        }
         let deadline = TokioInstant::now() + plan.timeout;
         if let Some(c) = conn {
             match tokio::time::timeout_at(deadline, c.ready()).await {
@@ -182,8 +191,9 @@ impl<S: SampleSink> Local<S> {
 
     /// Send one request now and record it; `intended` is when it was due (the open model) or
     /// `None` (the closed model: due when sent).
-    async fn send_one(&self, conn: &mut Option<Conn>, number: u64, intended: Option<Instant>) {
+    async fn send_one(&self, slot: &mut Slot, number: u64, intended: Option<Instant>) {
         let plan = &self.shared.plan;
+        let conn = &mut slot.conn;
         let begin = Instant::now();
         self.note_sent(begin);
         if let Err(class) = self.ensure_conn(conn).await {
@@ -206,13 +216,16 @@ impl<S: SampleSink> Local<S> {
         let sent = Instant::now();
         let intended = intended.unwrap_or(sent);
         let mut out = Outcome::default();
-        let deadline = TokioInstant::from_std(sent + plan.timeout);
-        let done = tokio::time::timeout_at(
-            deadline,
-            exchange(c, req, plan.stream.as_ref(), sent, &mut out),
-        )
-        .await;
-        if done.is_err() {
+        // The slot's timer is reset rather than a new one made for each request.
+        slot.timer
+            .as_mut()
+            .reset(TokioInstant::from_std(sent + plan.timeout));
+        let timed_out = tokio::select! {
+            biased;
+            _ = exchange(c, req, plan.stream.as_ref(), sent, &mut out) => false,
+            _ = slot.timer.as_mut() => true,
+        };
+        if timed_out {
             out.error = Some(ErrorClass::Timeout);
             out.broken = c.lost_with_request();
         }
@@ -233,6 +246,21 @@ impl<S: SampleSink> Local<S> {
     }
 }
 
+/// A connection task's connection and request timer.
+struct Slot {
+    conn: Option<Conn>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            conn: None,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+}
+
 /// A closed-model user: send, read, think, until the duration, the iteration cap or a stop.
 async fn closed_user<S: SampleSink>(local: Rc<Local<S>>) {
     let shared = local.shared.clone();
@@ -246,7 +274,7 @@ async fn closed_user<S: SampleSink>(local: Rc<Local<S>>) {
         return;
     };
     let deadline = shared.start + duration;
-    let mut conn: Option<Conn> = None;
+    let mut slot = Slot::new();
     loop {
         if Instant::now() >= deadline {
             break;
@@ -257,7 +285,7 @@ async fn closed_user<S: SampleSink>(local: Rc<Local<S>>) {
             }
         }
         let number = local.body_number();
-        local.send_one(&mut conn, number, None).await;
+        local.send_one(&mut slot, number, None).await;
         if !think_time.is_zero() {
             let until = (Instant::now() + think_time).min(deadline);
             tokio::time::sleep_until(TokioInstant::from_std(until)).await;
@@ -271,7 +299,7 @@ async fn open_connection<S: SampleSink>(local: Rc<Local<S>>) {
     let Model::Open { max_lag, .. } = shared.plan.model else {
         return;
     };
-    let mut conn: Option<Conn> = None;
+    let mut slot = Slot::new();
     while let Some((number, offset)) = shared.next_arrival() {
         let due = shared.start + offset;
         let now = Instant::now();
@@ -279,13 +307,13 @@ async fn open_connection<S: SampleSink>(local: Rc<Local<S>>) {
             local.dropped(offset, now);
             continue;
         }
-        if conn.is_none() && now < due {
+        if slot.conn.is_none() && now < due {
             // Connect while waiting; a failure is retried (and recorded) at send time.
             let until = TokioInstant::from_std(due);
-            let _ = tokio::time::timeout_at(until, local.ensure_conn(&mut conn)).await;
+            let _ = tokio::time::timeout_at(until, local.ensure_conn(&mut slot.conn)).await;
         }
         tokio::time::sleep_until(TokioInstant::from_std(due)).await;
-        local.send_one(&mut conn, number, Some(due)).await;
+        local.send_one(&mut slot, number, Some(due)).await;
     }
 }
 
