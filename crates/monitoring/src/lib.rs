@@ -5,6 +5,7 @@
 pub mod config;
 pub mod drill;
 pub mod endpoint;
+pub mod export;
 pub mod exposition;
 pub mod health;
 pub mod prometheus;
