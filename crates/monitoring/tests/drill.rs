@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use citadel_itest_core::{Check, CheckExt, ErrorKind, Outcome, Status, TestResult, run_one};
+use citadel_itest_core::{CheckExt, ErrorKind, Outcome, Status, TestResult, run_one};
 use citadel_itest_monitoring::config::{DrillConfig, PrometheusConfig};
 use citadel_itest_monitoring::drill::{self, DrillCheck};
 use citadel_itest_monitoring::prometheus;
@@ -194,7 +194,7 @@ async fn the_drill_passes_through_prometheus_and_alertmanager_to_the_webhook() {
     assert!(get("total_s") < 40.0);
     assert!(took < Duration::from_secs(40), "{took:?}");
     assert_eq!(r.details["alertmanager_state"], "active");
-    assert!(r.details.get("leftovers").is_none(), "{:?}", r.details);
+    assert!(!r.details.contains_key("leftovers"), "{:?}", r.details);
 
     // The condition really was induced, and is gone again.
     assert!(seen.load(Ordering::SeqCst));
@@ -232,7 +232,7 @@ async fn with_alertmanager_stopped_the_drill_fails_naming_receipt_and_cleans_up(
     assert!(started.elapsed() < Duration::from_secs(20));
     // Restored by the registered cleanup.
     assert!(seen.load(Ordering::SeqCst));
-    assert!(r.details.get("leftovers").is_none(), "{:?}", r.details);
+    assert!(!r.details.contains_key("leftovers"), "{:?}", r.details);
     assert!(!has_group(&s.push, &run_id).await);
 }
 
@@ -278,7 +278,7 @@ async fn the_pushgateway_group_is_removed_when_the_check_times_out() {
         r.outcome
     );
     assert!(seen.load(Ordering::SeqCst), "the group was never pushed");
-    assert!(r.details.get("leftovers").is_none(), "{:?}", r.details);
+    assert!(!r.details.contains_key("leftovers"), "{:?}", r.details);
     assert!(
         !has_group(&s.push, &run_id).await,
         "{}",
