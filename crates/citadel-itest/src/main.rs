@@ -81,6 +81,19 @@ struct RunArgs {
     /// Stop after the first failure or error.
     #[arg(long)]
     fail_fast: bool,
+    /// Push the results as metrics to this Pushgateway (base URL), grouping key
+    /// job=citadel_itest, instance=<host name>: each run replaces the last.
+    #[cfg(feature = "monitoring")]
+    #[arg(long, value_name = "URL")]
+    push_gateway: Option<String>,
+    /// The Pushgateway grouping key's instance (default: the host name).
+    #[cfg(feature = "monitoring")]
+    #[arg(long, value_name = "NAME", requires = "push_gateway")]
+    push_instance: Option<String>,
+    /// Write the results as metrics to this node_exporter textfile (must end in .prom).
+    #[cfg(feature = "monitoring")]
+    #[arg(long, value_name = "PATH")]
+    metrics_textfile: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -274,6 +287,14 @@ fn run(args: RunArgs) -> ExitCode {
             _ => {}
         }
     }
+    #[cfg(feature = "monitoring")]
+    let pushed_to = match export_reporters(&args, &mut reporters, &mut files) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("error: {}", redact_text(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -317,5 +338,35 @@ fn run(args: RunArgs) -> ExitCode {
             eprintln!("report written: {}", f.display());
         }
     }
+    #[cfg(feature = "monitoring")]
+    if let Some(url) = pushed_to {
+        if out.report_errors.iter().all(|e| e.format != "pushgateway") {
+            eprintln!("metrics pushed: {}", redact_text(&url));
+        }
+    }
     ExitCode::from(code as u8)
+}
+
+/// The `--push-gateway` and `--metrics-textfile` reporters; returns the push URL, if any.
+#[cfg(feature = "monitoring")]
+fn export_reporters(
+    args: &RunArgs,
+    reporters: &mut Vec<Box<dyn Reporter>>,
+    files: &mut Vec<PathBuf>,
+) -> Result<Option<String>, citadel_itest_monitoring::export::ExportError> {
+    use citadel_itest_monitoring::export::{PushgatewayReporter, TextfileReporter};
+    if let Some(path) = &args.metrics_textfile {
+        reporters.push(Box::new(TextfileReporter::new(path)?));
+        files.push(path.clone());
+    }
+    let Some(url) = &args.push_gateway else {
+        return Ok(None);
+    };
+    let mut push = PushgatewayReporter::new(url)?;
+    if let Some(instance) = &args.push_instance {
+        push = push.instance(instance)?;
+    }
+    let push_url = push.push_url();
+    reporters.push(Box::new(push));
+    Ok(Some(push_url))
 }
