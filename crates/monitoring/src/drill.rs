@@ -121,10 +121,11 @@ impl Check for DrillCheck {
     fn timeout(&self) -> Option<Duration> {
         // The drill's own bound comes first and names the phase; this is the backstop.
         Some(
-            self.drill.within
-                + QUIET_WAIT
-                + self.drill.timeout.saturating_mul(4)
-                + Duration::from_secs(5),
+            self.drill
+                .within
+                .saturating_add(QUIET_WAIT)
+                .saturating_add(self.drill.timeout.saturating_mul(4))
+                .saturating_add(Duration::from_secs(5)),
         )
     }
 
@@ -253,7 +254,7 @@ impl<'a> Drill<'a> {
                 list_or_none(loaded.iter().copied())
             )));
         }
-        let quiet_by = Instant::now() + QUIET_WAIT.min(d.within / 4);
+        let quiet_by = later(QUIET_WAIT.min(d.within / 4));
         loop {
             let states = self.prometheus_states(&prom).await?;
             if states.is_empty() {
@@ -270,7 +271,7 @@ impl<'a> Drill<'a> {
         }
 
         // 3. Register the restore, then induce.
-        let end = Instant::now() + d.within;
+        let end = later(d.within);
         let restore = self.induce(&client).await?;
         let induced = Instant::now();
         self.phases.induced = Some(induced);
@@ -613,6 +614,13 @@ enum Restore {
         action: ActionInduce,
         handle: CleanupHandle,
     },
+}
+
+/// `d` from now; a day from now for a duration too large to add.
+fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400))
 }
 
 /// `<url>/metrics/job/<job>/instance/<run_id>`, label values in Pushgateway's base64 form

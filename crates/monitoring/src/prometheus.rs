@@ -236,7 +236,9 @@ impl PrometheusCheck {
                     .filter_map(|t| t.scrape_interval.as_deref().and_then(prom_duration))
                     .max()
                     .unwrap_or(Duration::from_secs(15));
-                let mut wait = longest * 2 + Duration::from_secs(2);
+                let mut wait = longest
+                    .saturating_mul(2)
+                    .saturating_add(Duration::from_secs(2));
                 if missing {
                     wait = if unknown.is_empty() {
                         DISCOVERY_WAIT
@@ -705,7 +707,8 @@ pub(crate) async fn send(
     max_body: usize,
 ) -> Result<Reply, Outcome> {
     let started = Instant::now();
-    let limit_at = started + timeout;
+    // A timeout too large to add never comes first.
+    let limit_at = started.checked_add(timeout).unwrap_or(ctx.deadline);
     let by_deadline = ctx.deadline < limit_at;
     let bound_at = if by_deadline { ctx.deadline } else { limit_at };
     let too_slow = |what: String| {

@@ -508,7 +508,7 @@ async fn read_chunked(
                 }
             }
         }
-        if body.len() + size > WEBHOOK_MAX_BODY {
+        if size > WEBHOOK_MAX_BODY - body.len() {
             state.reject(format!(
                 "{shown}: a body over {}",
                 fmt_size(WEBHOOK_MAX_BODY)
@@ -595,6 +595,12 @@ mod tests {
         let answer = raw(
             hook.addr(),
             b"POST / HTTP/1.1\r\ncontent-length: 99999999\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        let answer = raw(
+            hook.addr(),
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n",
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
