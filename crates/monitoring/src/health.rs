@@ -97,8 +97,9 @@ impl HealthCheck {
         let mut wrong = Vec::new();
         if reply.status.as_u16() != c.expect_status {
             wrong.push(format!(
-                "HTTP {} (expected {}): {}",
+                "HTTP {}{} (expected {}): {}",
                 reply.status.as_u16(),
+                reply.redirect_text(),
                 c.expect_status,
                 excerpt(&reply.body)
             ));

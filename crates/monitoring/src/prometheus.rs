@@ -169,9 +169,10 @@ impl PrometheusCheck {
             let body = reply.body.trim_ascii();
             if reply.status != StatusCode::OK || !texts.iter().any(|t| body == t.as_bytes()) {
                 problems.push(format!(
-                    "GET {}: HTTP {} with \"{}\", expected HTTP 200 with \"{}\"",
+                    "GET {}: HTTP {}{} with \"{}\", expected HTTP 200 with \"{}\"",
                     api.shown(path, &[]),
                     reply.status.as_u16(),
+                    reply.redirect_text(),
                     excerpt(body),
                     texts[0]
                 ));
@@ -679,14 +680,30 @@ impl Check for PrometheusCheck {
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
+    /// The `Location` of a redirect.
+    pub(crate) location: Option<String>,
     pub(crate) body: Vec<u8>,
     pub(crate) time: Duration,
 }
 
-/// An HTTP client for the checks: no own timeout (each request is bounded by [`send`]).
+impl Reply {
+    /// ` (redirect to /login)` for a redirect, else nothing.
+    pub(crate) fn redirect_text(&self) -> String {
+        match &self.location {
+            Some(l) if self.status.is_redirection() => format!(" (redirect to {l})"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// An HTTP client for the checks: no own timeout (each request is bounded by [`send`]), no
+/// proxy, and redirects not followed: a health URL that redirects to a login page answering
+/// 200 is not healthy, so the redirect itself is the answer judged.
 pub(crate) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, Outcome> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| {
             Outcome::error(
@@ -737,6 +754,10 @@ pub(crate) async fn send(
         Ok(Ok(r)) => r,
     };
     let status = response.status();
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| excerpt(v.as_bytes()));
     let limit = BodyLimit::until(bound_at)
         .max_bytes(max_body)
         .allowed(if by_deadline {
@@ -752,6 +773,7 @@ pub(crate) async fn send(
     match body {
         Ok(body) => Ok(Reply {
             status,
+            location,
             body,
             time: started.elapsed(),
         }),
@@ -900,8 +922,9 @@ impl PromApi {
                     excerpt(e.error.as_bytes())
                 ),
                 Err(_) => format!(
-                    "{step}: HTTP {}: {}",
+                    "{step}: HTTP {}{}: {}",
                     reply.status.as_u16(),
+                    reply.redirect_text(),
                     excerpt(&reply.body)
                 ),
             }));

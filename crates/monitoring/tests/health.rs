@@ -29,6 +29,18 @@ fn message(r: &TestResult) -> &str {
 
 /// A server that answers every request `200 {"status":"ok"}` after `delay`.
 async fn slow_server(delay: Duration) -> String {
+    raw_server(delay, |_| {
+        let body = r#"{"status":"ok"}"#;
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    })
+    .await
+}
+
+/// A server that answers each request with `answer(request head)` after `delay`.
+async fn raw_server(delay: Duration, answer: fn(&str) -> String) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -43,11 +55,7 @@ async fn slow_server(delay: Duration) -> String {
                     }
                 }
                 tokio::time::sleep(delay).await;
-                let body = r#"{"status":"ok"}"#;
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let answer = answer(&String::from_utf8_lossy(&seen));
                 let _ = s.write_all(answer.as_bytes()).await;
             });
         }
@@ -256,4 +264,44 @@ async fn a_slow_answer_over_max_latency_and_no_answer_are_named() {
         message(&r),
         format!("not live: GET http://127.0.0.1:{closed}/health: connection refused")
     );
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_login_page_or_an_endless_body_is_not_healthy() {
+    // The redirect is the answer: a login page behind it answering 200 does not count.
+    let server = raw_server(Duration::ZERO, |head| {
+        if head.starts_with("GET /login ") {
+            "HTTP/1.1 200 OK\r\ncontent-length: 13\r\nconnection: close\r\n\r\n<html></html>"
+                .to_string()
+        } else {
+            "HTTP/1.1 302 Found\r\nlocation: /login\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .to_string()
+        }
+    })
+    .await;
+    let r = run(config(
+        json!({ "name": "svc", "live": format!("{server}/health") }),
+    ))
+    .await;
+    assert_eq!(
+        message(&r),
+        format!(
+            "not live: GET {server}/health: HTTP 302 (redirect to /login) (expected 200): (empty body)"
+        )
+    );
+
+    let endless = LyingServer::start(|_| Reply::Endless).await;
+    let started = Instant::now();
+    let r = run(config(
+        json!({ "name": "svc", "ready": format!("{}/ready", endless.url()) }),
+    ))
+    .await;
+    assert_eq!(
+        message(&r),
+        format!(
+            "not ready: GET {}/ready: HTTP 200: body over 1 MiB",
+            endless.url()
+        )
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

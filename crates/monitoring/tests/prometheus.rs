@@ -344,7 +344,11 @@ async fn a_lying_server_fails_health_and_targets() {
         _ => Reply::text(404, "not found"),
     })
     .await;
-    let server = config(json!({ "name": "liar", "url": liar.url() }));
+    let server = config(json!({
+        "name": "liar",
+        "url": liar.url(),
+        "bearer": "prometheus-bearer-5afe7"
+    }));
 
     let r = run(&server, "health").await;
     let m = message(&r);
@@ -369,6 +373,18 @@ async fn a_lying_server_fails_health_and_targets() {
     assert!(
         m.contains("HTTP 200 is not an API answer with a target list: `data.activeTargets[0].labels` is missing"),
         "{m}"
+    );
+    // The bearer token went to the server, and is redacted from any text.
+    let requests = liar.requests();
+    assert!(!requests.is_empty());
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("authorization") == Some("Bearer prometheus-bearer-5afe7"))
+    );
+    assert_eq!(
+        citadel_itest_core::config::redact_text("token prometheus-bearer-5afe7"),
+        "token <redacted>"
     );
 
     // An HTML page where the API belongs.
