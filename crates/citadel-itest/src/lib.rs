@@ -125,6 +125,14 @@ pub fn registry() -> Vec<TesterEntry> {
             citadel_itest_load::from_config(c, p).map(|t| Box::new(t) as Box<dyn IntegrationTester>)
         },
     });
+    #[cfg(feature = "monitoring")]
+    entries.push(TesterEntry {
+        section: "monitoring",
+        build: |c, run_id, p| {
+            citadel_itest_monitoring::from_config(c, p)
+                .map(|t| Box::new(t.run_id(run_id)) as Box<dyn IntegrationTester>)
+        },
+    });
     entries
 }
 

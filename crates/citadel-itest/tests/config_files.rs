@@ -22,6 +22,7 @@ fn reference_yaml_parses_and_sets_every_core_key() {
         jail.set_env("CITADEL_POSTGRES_PASSWORD", "reference-pg-password");
         jail.set_env("CITADEL_QDRANT_API_KEY", "reference-qdrant-key");
         jail.set_env("CITADEL_PROMETHEUS_PASSWORD", "reference-prom-password");
+        jail.set_env("CITADEL_PROMETHEUS_TOKEN", "reference-prom-token");
         jail.create_file("reference.yaml", citadel_itest::REFERENCE_YAML)?;
         // The prompts file the reference's load scenario names (read at validation).
         std::fs::create_dir_all(jail.directory().join("config")).unwrap();
@@ -43,7 +44,7 @@ fn reference_yaml_parses_and_sets_every_core_key() {
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
         assert_eq!(
             names,
-            ["basic", "database", "external_api", "cross_service", "load"]
+            ["basic", "database", "external_api", "cross_service", "load", "monitoring"]
         );
         // Every section this build knows is documented in the reference.
         for entry in citadel_itest::registry() {
@@ -89,7 +90,7 @@ fn local_yaml_is_valid_and_loopback_only() {
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
         assert_eq!(
             names,
-            ["basic", "database", "external_api", "cross_service", "load"]
+            ["basic", "database", "external_api", "cross_service", "load", "monitoring"]
         );
         let ids: Vec<String> = loaded
             .testers
