@@ -273,8 +273,42 @@ fn run_demo_suite(pg_password: &str, qdrant_key: &str) {
     let figures = &load[0]["details"]["load"];
     let requests = figures["counts"]["requests"].as_u64().unwrap();
     assert!(requests >= 50, "{figures}");
-    assert_eq!(figures["metrics"]["ttft"]["count"].as_u64().unwrap(), requests);
-    assert!(figures["resources"]["samples"].as_u64().unwrap() >= 3, "{figures}");
+    assert_eq!(
+        figures["metrics"]["ttft"]["count"].as_u64().unwrap(),
+        requests
+    );
+    assert!(
+        figures["resources"]["samples"].as_u64().unwrap() >= 3,
+        "{figures}"
+    );
+
+    // monitoring: every check passed: the /metrics pages parse and lint clean, Prometheus's
+    // targets, rules, queries and alerts are as expected, and the alert drill went through
+    // Prometheus and Alertmanager to the webhook and back to resolved.
+    let monitoring = of("monitoring");
+    for id in [
+        "monitoring.model_a_metrics.metrics",
+        "monitoring.model_a_metrics.rates",
+        "monitoring.prometheus.targets",
+        "monitoring.prometheus.rules",
+        "monitoring.drills.drill",
+        "monitoring.health.gateway",
+    ] {
+        assert!(
+            monitoring.iter().any(|r| r["id"] == id),
+            "{id} missing: {monitoring:#?}"
+        );
+    }
+    for r in &monitoring {
+        assert_eq!(r["status"], "passed", "{r}");
+    }
+    // The drill removed what it pushed.
+    let (status, body) = http_get(59091, "/metrics", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("citadel_itest_drill_condition{"),
+        "the drill's metric is still on the Pushgateway: {body}"
+    );
 
     // The summary adds up, and the temporary Qdrant collections are gone.
     let s = &report["summary"];
