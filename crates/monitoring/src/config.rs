@@ -13,6 +13,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default bound of each request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Names an endpoint or Prometheus server may not have: their check ids would collide with
+/// `monitoring.drills.<name>` and `monitoring.health.<name>`.
+pub const RESERVED_NAMES: [&str; 2] = ["drills", "health"];
 /// Default `drills[].within`.
 pub const DEFAULT_DRILL_WITHIN: Duration = Duration::from_secs(60);
 
@@ -416,7 +419,14 @@ impl Validate for MonitoringConfig {
         let mut names = BTreeSet::new();
         let mut unique = |v: &mut Validator<'_>, key: &str, name: &str| {
             v.name(key, name);
-            if !names.insert(name.to_string()) {
+            if RESERVED_NAMES.contains(&name) {
+                v.error(
+                    key,
+                    format!(
+                        "`{name}` is taken by the `monitoring.{name}.*` checks: choose another name"
+                    ),
+                );
+            } else if !names.insert(name.to_string()) {
                 v.error(key, format!("name `{name}` is used twice in `monitoring`"));
             }
         };
