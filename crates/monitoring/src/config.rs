@@ -439,6 +439,17 @@ impl Validate for MonitoringConfig {
             }
             v.duration_range("timeout", e.timeout, Duration::from_millis(1), MAX_TIMEOUT);
             v.range("max_body_bytes", e.max_body_bytes, 1, MAX_BODY_BYTES);
+            for (j, kind) in e.lint_ignore.iter().enumerate() {
+                if !crate::exposition::FINDING_KINDS.contains(&kind.as_str()) {
+                    v.error(
+                        &format!("lint_ignore[{j}]"),
+                        format!(
+                            "`{kind}` is not a finding kind (kinds: {})",
+                            crate::exposition::FINDING_KINDS.join(", ")
+                        ),
+                    );
+                }
+            }
             for (j, f) in e.families.iter().enumerate() {
                 if let Some(kind) = &f.kind {
                     if ![
