@@ -105,6 +105,9 @@ enum Reply {
     CutBody,
     /// `200 ok` with `connection: close`, then close.
     OkThenClose,
+    /// `200 ok` (keep-alive), then close the connection when no request follows within
+    /// 100 ms (an idle timeout, announced by nothing but the FIN).
+    OkIdleClose,
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 reading request heads (no bodies) and answering each as
@@ -121,9 +124,19 @@ async fn raw_server(reply: impl Fn(u64) -> Reply + Send + Sync + 'static) -> Soc
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
+                let mut idle_close = false;
                 loop {
                     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut chunk).await {
+                        let read = sock.read(&mut chunk);
+                        let got = if idle_close && buf.is_empty() {
+                            match tokio::time::timeout(ms(100), read).await {
+                                Ok(r) => r,
+                                Err(_) => return,
+                            }
+                        } else {
+                            read.await
+                        };
+                        match got {
                             Ok(0) | Err(_) => return,
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
@@ -132,7 +145,9 @@ async fn raw_server(reply: impl Fn(u64) -> Reply + Send + Sync + 'static) -> Soc
                     buf.drain(..end);
                     let n = counter.fetch_add(1, Ordering::SeqCst);
                     let r = reply(n);
+                    idle_close = matches!(r, Reply::OkIdleClose);
                     let out: &[u8] = match r {
+                        Reply::OkIdleClose => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
                         Reply::OkAt(at) => {
                             if let Some(at) = at {
                                 tokio::time::sleep_until(at.into()).await;
@@ -149,7 +164,7 @@ async fn raw_server(reply: impl Fn(u64) -> Reply + Send + Sync + 'static) -> Soc
                     if sock.write_all(out).await.is_err() {
                         return;
                     }
-                    if !matches!(r, Reply::OkAt(_)) {
+                    if matches!(r, Reply::CutBody | Reply::OkThenClose) {
                         let _ = sock.shutdown().await;
                         return;
                     }
@@ -588,4 +603,18 @@ async fn streams_are_timed_and_a_stream_without_done_is_a_stream_error() {
     let r = run(&stream_scenario(&model, Some("unavailable"))).await;
     assert_eq!(r.errors(ErrorClass::Http5xx), 6);
     assert!(r.samples.iter().all(|s| s.stream.is_none()));
+}
+
+#[tokio::test]
+async fn a_connection_closed_while_idle_is_reopened_without_an_error() {
+    // The server closes a keep-alive connection after 100 ms of silence; arrivals come every
+    // 250 ms on one connection, so each finds its connection closed by the peer.
+    let addr = raw_server(|_| Reply::OkIdleClose).await;
+    let s = open(
+        &format!("http://{addr}/"),
+        OpenModel::constant(4.0, Duration::from_secs(2)).max_connections(1),
+    );
+    let r = run(&s).await;
+    assert_eq!(r.samples.len(), 8);
+    assert_eq!(r.ok(), 8, "{:?}", r.samples.iter().find(|s| !s.is_ok()));
 }

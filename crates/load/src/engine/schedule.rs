@@ -158,7 +158,10 @@ impl Schedule {
             Arrivals::Poisson => x + self.rng.next_exp(),
             _ => (self.issued) as f64,
         };
-        Some((k, Duration::from_secs_f64(t.max(0.0))))
+        Some((
+            k,
+            Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX),
+        ))
     }
 }
 

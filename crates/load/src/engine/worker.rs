@@ -173,7 +173,7 @@ impl<S: SampleSink> Local<S> {
                 None => {}
             }
         }
-        let deadline = TokioInstant::now() + plan.timeout;
+        let deadline = TokioInstant::from_std(later(Instant::now(), plan.timeout));
         if let Some(c) = conn {
             match tokio::time::timeout_at(deadline, c.ready()).await {
                 Ok(true) => return Ok(()),
@@ -219,7 +219,7 @@ impl<S: SampleSink> Local<S> {
         // The slot's timer is reset rather than a new one made for each request.
         slot.timer
             .as_mut()
-            .reset(TokioInstant::from_std(sent + plan.timeout));
+            .reset(TokioInstant::from_std(later(sent, plan.timeout)));
         let timed_out = tokio::select! {
             biased;
             _ = exchange(c, req, plan.stream.as_ref(), sent, &mut out) => false,
@@ -244,6 +244,14 @@ impl<S: SampleSink> Local<S> {
         s.stream = out.stream;
         self.record(&s, end);
     }
+}
+
+/// `t + d`, or a time far beyond any run (about 30 years) when that would overflow.
+fn later(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    t.checked_add(d.min(FAR))
+        .or_else(|| t.checked_add(FAR))
+        .unwrap_or(t)
 }
 
 /// A connection task's connection and request timer.
@@ -273,7 +281,7 @@ async fn closed_user<S: SampleSink>(local: Rc<Local<S>>) {
     else {
         return;
     };
-    let deadline = shared.start + duration;
+    let deadline = later(shared.start, duration);
     let mut slot = Slot::new();
     loop {
         if Instant::now() >= deadline {
@@ -287,7 +295,7 @@ async fn closed_user<S: SampleSink>(local: Rc<Local<S>>) {
         let number = local.body_number();
         local.send_one(&mut slot, number, None).await;
         if !think_time.is_zero() {
-            let until = (Instant::now() + think_time).min(deadline);
+            let until = later(Instant::now(), think_time).min(deadline);
             tokio::time::sleep_until(TokioInstant::from_std(until)).await;
         }
     }
@@ -301,7 +309,7 @@ async fn open_connection<S: SampleSink>(local: Rc<Local<S>>) {
     };
     let mut slot = Slot::new();
     while let Some((number, offset)) = shared.next_arrival() {
-        let due = shared.start + offset;
+        let due = later(shared.start, offset);
         let now = Instant::now();
         if now.saturating_duration_since(due) > max_lag {
             local.dropped(offset, now);
