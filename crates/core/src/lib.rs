@@ -26,6 +26,7 @@
 pub mod check;
 pub mod cleanup;
 pub mod config;
+pub mod encode;
 #[cfg(feature = "http")]
 pub mod http;
 mod neterr;

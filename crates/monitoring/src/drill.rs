@@ -626,23 +626,9 @@ fn later(d: Duration) -> Instant {
 /// `<url>/metrics/job/<job>/instance/<run_id>`, label values in Pushgateway's base64 form
 /// (`job@base64/…`) when they hold a `/` or are empty.
 fn group_url(p: &PushInduce, run_id: &str) -> Result<url::Url, url::ParseError> {
-    let mut url = url::Url::parse(&p.url)?;
-    {
-        let mut segments = url
-            .path_segments_mut()
-            .map_err(|()| url::ParseError::RelativeUrlWithCannotBeABaseBase)?;
-        segments.pop_if_empty().push("metrics");
-        for (label, value) in [("job", p.job.as_str()), ("instance", run_id)] {
-            if value.is_empty() || value.contains('/') {
-                segments
-                    .push(&format!("{label}@base64"))
-                    .push(&base64url(value.as_bytes()));
-            } else {
-                segments.push(label).push(value);
-            }
-        }
-    }
-    Ok(url)
+    let base = url::Url::parse(&p.url)?;
+    let path = crate::pushgateway::group_path(&p.job, [("instance", run_id)]);
+    url::Url::parse(&format!("{}{path}", base.as_str().trim_end_matches('/')))
 }
 
 /// DELETE a Pushgateway group; its own bounded request (it runs after the check, too).
@@ -746,32 +732,6 @@ fn sample_text(v: f64) -> String {
     }
 }
 
-/// RFC 4648 base64url with padding, as the Pushgateway reads `label@base64` values.
-fn base64url(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    if bytes.is_empty() {
-        // The Pushgateway's form of an empty value.
-        return "=".to_string();
-    }
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[derive(Deserialize)]
 struct RulesData {
     groups: Vec<RuleGroup>,
@@ -809,15 +769,6 @@ struct AmStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64url_matches_rfc4648() {
-        assert_eq!(base64url(b"a/b"), "YS9i");
-        assert_eq!(base64url(b"ab"), "YWI=");
-        assert_eq!(base64url(b"a"), "YQ==");
-        assert_eq!(base64url(&[0xfb, 0xff]), "-_8=");
-        assert_eq!(base64url(b""), "=");
-    }
 
     #[test]
     fn group_urls() {

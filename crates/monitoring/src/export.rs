@@ -482,17 +482,10 @@ impl PushgatewayReporter {
     /// The URL the metrics are `PUT` to (without credentials).
     pub fn push_url(&self) -> String {
         let mut url = self.base.as_str().trim_end_matches('/').to_owned();
-        url.push_str("/metrics");
-        for (name, value) in std::iter::once(("job", self.job.as_str()))
-            .chain(self.grouping.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-        {
-            url.push('/');
-            if is_plain_segment(value) {
-                let _ = write!(url, "{name}/{value}");
-            } else {
-                let _ = write!(url, "{name}@base64/{}", base64url(value.as_bytes()));
-            }
-        }
+        url.push_str(&crate::pushgateway::group_path(
+            &self.job,
+            self.grouping.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        ));
         url
     }
 
@@ -662,42 +655,6 @@ fn is_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// A grouping value that can go into the path as it is.
-fn is_plain_segment(value: &str) -> bool {
-    !value.is_empty()
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && value != "."
-        && value != ".."
-}
-
-/// RFC 4648 base64url with padding, which the Pushgateway accepts for `<label>@base64` (an
-/// empty value is `=`).
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    if bytes.is_empty() {
-        return "=".to_owned();
-    }
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// This machine's host name, or `citadel-itest` when it cannot be read.
 fn host_name() -> String {
     std::env::var("HOSTNAME")
@@ -730,16 +687,6 @@ mod tests {
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(f64::INFINITY), "+Inf");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
-    }
-
-    #[test]
-    fn base64url_matches_rfc4648() {
-        assert_eq!(base64url(b""), "=");
-        assert_eq!(base64url(b"f"), "Zg==");
-        assert_eq!(base64url(b"fo"), "Zm8=");
-        assert_eq!(base64url(b"foo"), "Zm9v");
-        assert_eq!(base64url(b"a/b?"), "YS9iPw==");
-        assert_eq!(base64url(&[0xfb, 0xff]), "-_8=");
     }
 
     #[test]

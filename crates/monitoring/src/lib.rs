@@ -24,6 +24,7 @@ pub mod export;
 pub mod exposition;
 pub mod health;
 pub mod prometheus;
+mod pushgateway;
 pub mod webhook;
 
 use std::sync::Arc;
