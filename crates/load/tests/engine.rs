@@ -618,3 +618,46 @@ async fn a_connection_closed_while_idle_is_reopened_without_an_error() {
     assert_eq!(r.samples.len(), 8);
     assert_eq!(r.ok(), 8, "{:?}", r.samples.iter().find(|s| !s.is_ok()));
 }
+
+#[tokio::test]
+async fn http2_open_model_multiplexes_streams_on_one_connection() {
+    // nginx speaks h2c to the engine and proxies to the model server, which answers each
+    // chat completion after 200 ms.
+    let model = ModelServer::builder()
+        .ttft(ms(200))
+        .start()
+        .await
+        .expect("model server");
+    let port = free_port();
+    let nginx = Nginx::builder()
+        .http_snippet(format!(
+            "server {{ listen 127.0.0.1:{port} http2; \
+             location / {{ proxy_pass http://127.0.0.1:{}; }} }}",
+            model.port()
+        ))
+        .start()
+        .await
+        .expect("nginx");
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let body =
+        r#"{"model":"fixture-chat","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
+    // 50/s on one connection with answers taking 200 ms: about 10 streams at once.
+    let s = open(
+        &url,
+        OpenModel::constant(50.0, Duration::from_secs(1))
+            .max_connections(1)
+            .max_lag(ms(100)),
+    )
+    .protocol(Protocol::Http2)
+    .request(RequestConfig::post(&url, body));
+    let r = run(&s).await;
+    assert!(r.dropped.is_empty(), "{} dropped", r.dropped.len());
+    assert_eq!(r.ok(), 50, "{:?}", r.samples.iter().find(|s| !s.is_ok()));
+    let p50 = r.percentile(0.5, |s| s.latency);
+    assert!(p50 >= ms(200) && p50 < ms(400), "{p50:?}");
+    // Sent on schedule, not one after the other.
+    let lag = r.percentile(1.0, |s| s.latency.saturating_sub(s.service));
+    assert!(lag < ms(50), "{lag:?}");
+    assert!(r.finished.elapsed < ms(1800), "{:?}", r.finished.elapsed);
+    drop(nginx);
+}

@@ -6,7 +6,8 @@
 //! [`run`] starts [`Plan::threads`] OS threads (default: one per core), each with its own
 //! single-threaded tokio runtime, like wrk's threads; the connections are split across them,
 //! and each connection is one task using hyper's client connection API directly (HTTP/1.1
-//! keep-alive, or HTTP/2 with prior knowledge). Each thread has its own sink (made by
+//! keep-alive, its connection future polled inline by that task; or HTTP/2 with prior
+//! knowledge). Each thread has its own sink (made by
 //! `make_sink(thread_index)`), so recording takes no lock; the caller merges the sinks from
 //! [`Finished::sinks`]. The request parts are built once ([`Plan`]); a request costs one
 //! header-map copy and a refcount on its body.
@@ -21,8 +22,11 @@
 //!   the intended time (corrected for coordinated omission, as wrk2 does), `service` from the
 //!   actual send. An arrival taken more than `max_lag` after its intended time is never sent:
 //!   it goes to [`SampleSink::dropped`]. The run ends when the schedule has ended and the
-//!   requests in flight have finished (each bounded by the request timeout). With HTTP/2 each
-//!   connection task also has its own connection (no multiplexing across tasks).
+//!   requests in flight have finished (each bounded by the request timeout). With HTTP/2 a
+//!   connection task does not wait for the answer: each request is a stream of its
+//!   connection (its own small task) and the task takes the next arrival at once, so
+//!   `max_connections` connections carry as many concurrent requests as the server's stream
+//!   limit allows.
 //!
 //! A connection is opened before its first request (in the open model while waiting for the
 //! arrival's time, so it is not part of the latency); one that closes between requests is

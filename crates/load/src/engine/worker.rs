@@ -17,6 +17,7 @@ use super::Live;
 use super::conn::{Conn, Outcome, ReqBody, exchange};
 use super::plan::{Model, Plan};
 use super::schedule::Schedule;
+use crate::config::Protocol;
 use crate::sample::{ErrorClass, Sample, SampleSink};
 
 /// Live counters are pushed to the shared atomics at most this often per thread.
@@ -189,48 +190,56 @@ impl<S: SampleSink> Local<S> {
         }
     }
 
-    /// Send one request now and record it; `intended` is when it was due (the open model) or
-    /// `None` (the closed model: due when sent).
-    async fn send_one(&self, slot: &mut Slot, number: u64, intended: Option<Instant>) {
-        let plan = &self.shared.plan;
-        let conn = &mut slot.conn;
+    /// Count a request as started and make sure `conn` holds a ready connection; a failed
+    /// connect is recorded as the request's sample and gives `false`.
+    async fn start_request(&self, conn: &mut Option<Conn>, intended: Option<Instant>) -> bool {
         let begin = Instant::now();
         self.note_sent(begin);
-        if let Err(class) = self.ensure_conn(conn).await {
-            let end = Instant::now();
-            let intended = intended.unwrap_or(begin);
-            let mut s = Sample::new(
-                intended.saturating_duration_since(self.shared.start),
-                end.saturating_duration_since(intended),
-                end.saturating_duration_since(begin),
-            );
-            s.error = Some(class);
-            self.record(&s, end);
-            return;
-        }
-        let Some(c) = conn.as_mut() else {
-            return;
+        let class = match self.ensure_conn(conn).await {
+            Ok(()) if conn.is_some() => return true,
+            Ok(()) => ErrorClass::Connect,
+            Err(class) => class,
         };
+        let end = Instant::now();
+        let intended = intended.unwrap_or(begin);
+        let mut s = Sample::new(
+            intended.saturating_duration_since(self.shared.start),
+            end.saturating_duration_since(intended),
+            end.saturating_duration_since(begin),
+        );
+        s.error = Some(class);
+        self.record(&s, end);
+        false
+    }
+
+    /// Send request `number` on `c` now, read the whole answer within the request timeout
+    /// (`timer` is reset to it) and record it; `intended` is when it was due (the open
+    /// model) or `None` (the closed model: due when sent). Returns whether the connection
+    /// can carry no further request.
+    async fn exchange_and_record(
+        &self,
+        c: &mut Conn,
+        mut timer: Pin<&mut Sleep>,
+        number: u64,
+        intended: Option<Instant>,
+    ) -> bool {
+        let plan = &self.shared.plan;
         let req = self.request(number);
         // Sent once the connection is ready (after a reconnect, like wrk).
         let sent = Instant::now();
         let intended = intended.unwrap_or(sent);
         let mut out = Outcome::default();
-        // The slot's timer is reset rather than a new one made for each request.
-        slot.timer
+        timer
             .as_mut()
             .reset(TokioInstant::from_std(later(sent, plan.timeout)));
         let timed_out = tokio::select! {
             biased;
             _ = exchange(c, req, plan.stream.as_ref(), sent, &mut out) => false,
-            _ = slot.timer.as_mut() => true,
+            _ = timer.as_mut() => true,
         };
         if timed_out {
             out.error = Some(ErrorClass::Timeout);
             out.broken = c.lost_with_request();
-        }
-        if out.broken {
-            *conn = None;
         }
         let end = Instant::now();
         let mut s = Sample::new(
@@ -243,6 +252,24 @@ impl<S: SampleSink> Local<S> {
         s.bytes = out.bytes;
         s.stream = out.stream;
         self.record(&s, end);
+        out.broken
+    }
+
+    /// Send one request on the slot's connection (opening it if needed) and record it.
+    async fn send_one(&self, slot: &mut Slot, number: u64, intended: Option<Instant>) {
+        if !self.start_request(&mut slot.conn, intended).await {
+            return;
+        }
+        let Some(c) = slot.conn.as_mut() else {
+            return;
+        };
+        // The slot's timer is reset rather than a new one made for each request.
+        if self
+            .exchange_and_record(c, slot.timer.as_mut(), number, intended)
+            .await
+        {
+            slot.conn = None;
+        }
     }
 }
 
@@ -302,13 +329,21 @@ async fn closed_user<S: SampleSink>(local: Rc<Local<S>>) {
 }
 
 /// An open-model connection task: take the next arrival, wait for its time, send.
+///
+/// HTTP/1.1 carries one request at a time, so the task sends and waits for the answer before
+/// taking the next arrival. HTTP/2 multiplexes: each request becomes a stream of the task's
+/// connection, run as its own task, and the connection task goes on to the next arrival at
+/// once (the server's stream limit queues streams in hyper; the wait counts in the latency).
 async fn open_connection<S: SampleSink>(local: Rc<Local<S>>) {
     let shared = local.shared.clone();
     let Model::Open { max_lag, .. } = shared.plan.model else {
         return;
     };
+    let multiplex = shared.plan.protocol == Protocol::Http2;
+    let mut streams = JoinSet::new();
     let mut slot = Slot::new();
     while let Some((number, offset)) = shared.next_arrival() {
+        while streams.try_join_next().is_some() {}
         let due = later(shared.start, offset);
         let now = Instant::now();
         if now.saturating_duration_since(due) > max_lag {
@@ -321,8 +356,37 @@ async fn open_connection<S: SampleSink>(local: Rc<Local<S>>) {
             let _ = tokio::time::timeout_at(until, local.ensure_conn(&mut slot.conn)).await;
         }
         tokio::time::sleep_until(TokioInstant::from_std(due)).await;
-        local.send_one(&mut slot, number, Some(due)).await;
+        if !multiplex {
+            local.send_one(&mut slot, number, Some(due)).await;
+            continue;
+        }
+        if !local.start_request(&mut slot.conn, Some(due)).await {
+            continue;
+        }
+        match slot.conn.as_mut() {
+            Some(Conn::H2(sender)) => {
+                let mut stream = Conn::H2(sender.clone());
+                let local = local.clone();
+                streams.spawn_local(async move {
+                    let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+                    local
+                        .exchange_and_record(&mut stream, timer, number, Some(due))
+                        .await;
+                });
+            }
+            Some(c) => {
+                let broken = local
+                    .exchange_and_record(c, slot.timer.as_mut(), number, Some(due))
+                    .await;
+                if broken {
+                    slot.conn = None;
+                }
+            }
+            None => {}
+        }
     }
+    // The streams still in flight finish (each bounded by the request timeout).
+    while streams.join_next().await.is_some() {}
 }
 
 /// The body of worker thread `index` of `threads`: returns its sink and the requests it
