@@ -36,6 +36,29 @@
 //! body is still read); nothing within the request timeout is `timeout`; a stream (with
 //! [`Plan::stream`]) not ending in `[DONE]` is `stream`.
 //!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use citadel_itest_load::config::{LoadModel, OpenModel, ScenarioConfig};
+//! use citadel_itest_load::engine::{self, Bodies, Control, Plan};
+//! use citadel_itest_load::sample::VecSink;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let scenario = ScenarioConfig::new(
+//!     "health",
+//!     "http://127.0.0.1:8080/health",
+//!     LoadModel::Open(OpenModel::constant(200.0, Duration::from_secs(10))),
+//! );
+//! let plan = Plan::from_scenario(&scenario, Bodies::none())?;
+//! let control = Control::new();
+//! let done = engine::run(&plan, |_thread| VecSink::default(), &control).await?;
+//! let sent: usize = done.sinks.iter().map(|s| s.samples.len()).sum();
+//! let dropped: usize = done.sinks.iter().map(|s| s.dropped.len()).sum();
+//! println!("{sent} sent, {dropped} dropped in {:?}", done.elapsed);
+//! # Ok(()) }
+//! ```
+//!
 //! # Cancelling
 //!
 //! Cancelling [`Control::cancel`] stops every connection at once: requests in flight are

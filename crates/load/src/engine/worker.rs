@@ -23,6 +23,9 @@ use crate::sample::{ErrorClass, Sample, SampleSink};
 /// Live counters are pushed to the shared atomics at most this often per thread.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
+/// An open-model connection task opens its connection this long before its first arrival.
+const PRE_CONNECT: Duration = Duration::from_secs(1);
+
 /// What every thread shares.
 pub(crate) struct Shared {
     plan: Plan,
@@ -351,7 +354,13 @@ async fn open_connection<S: SampleSink>(local: Rc<Local<S>>) {
             continue;
         }
         if slot.conn.is_none() && now < due {
-            // Connect while waiting; a failure is retried (and recorded) at send time.
+            // Connect while waiting, shortly before the arrival (so a server's idle timeout
+            // does not close it first); a failure is retried (and recorded) at send time.
+            if let Some(at) = due.checked_sub(PRE_CONNECT) {
+                if at > now {
+                    tokio::time::sleep_until(TokioInstant::from_std(at)).await;
+                }
+            }
             let until = TokioInstant::from_std(due);
             let _ = tokio::time::timeout_at(until, local.ensure_conn(&mut slot.conn)).await;
         }
