@@ -40,6 +40,25 @@ use std::sync::Arc;
 
 pub use citadel_itest_core::*;
 
+#[cfg(feature = "harness")]
+pub mod harness;
+mod run;
+pub use run::{
+    RunError, RunOutcome, RunRequest, load_dotenv, reporters_for, run_configured,
+    run_configured_blocking,
+};
+
+/// The `#[async_trait]` attribute a hand-written `impl Check` needs:
+/// `#[citadel_itest::async_trait] impl Check for MyCheck { .. }` (no `async-trait` dependency
+/// of your own).
+pub use async_trait::async_trait;
+/// `serde_json`, for configuration overrides ([`load`], [`RunRequest::set`]) and JSON
+/// expectations (`expect_json`), so embedders need no dependency of their own.
+pub use serde_json;
+/// The token that cancels a run from outside ([`SuiteBuilder::cancellation`],
+/// [`RunRequest::cancellation`]) and that checks `select!` on (`ctx.cancel`).
+pub use tokio_util::sync::CancellationToken;
+
 use citadel_itest_core::config::{Config, ConfigError, ConfigLoader, ConfigProblem};
 
 /// The `basic` tester (feature `basic`).
@@ -149,10 +168,14 @@ pub struct Loaded {
 /// Load config files (in order) over the defaults, then `CITADEL_ITEST__*` env, then
 /// `overrides` (dotted key, value), and build every configured tester. All problems of all
 /// sections are returned together.
+///
+/// The nearest `.env` file is loaded into the environment first ([`load_dotenv`], feature
+/// `dotenv`, on by default), exactly as the binary does: variables already set win.
 pub fn load(
     files: &[PathBuf],
     overrides: Vec<(String, serde_json::Value)>,
 ) -> Result<Loaded, ConfigError> {
+    load_dotenv()?;
     let entries = registry();
     let mut loader = ConfigLoader::new();
     for e in &entries {

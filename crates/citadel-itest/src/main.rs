@@ -8,13 +8,9 @@ use std::process::ExitCode;
 
 use std::io::IsTerminal;
 
-use citadel_itest::config::{
-    ConfigError, ConfigProblem, MAX_ENV_FILE_BYTES, ReportFormat, read_input_file, redact_text,
-};
-use citadel_itest::report::{ConsoleReporter, JsonReporter, JunitReporter};
-use citadel_itest::{Loaded, Reporter};
+use citadel_itest::config::{ConfigError, redact_text};
+use citadel_itest::{Loaded, RunRequest};
 use clap::{Args, Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "load")]
 mod load_cmd;
@@ -98,7 +94,7 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     // A `.env` in the working directory (or a parent) is read first, as the old framework did.
-    if let Err(e) = load_dotenv() {
+    if let Err(e) = citadel_itest::load_dotenv() {
         return config_failed(&e);
     }
     tracing_subscriber::fmt()
@@ -124,65 +120,6 @@ fn main() -> ExitCode {
         #[cfg(feature = "load")]
         Command::Load(args) => load_cmd::load_command(args),
     }
-}
-
-/// The nearest `.env`, from the working directory up; none is fine.
-fn find_dotenv() -> Option<PathBuf> {
-    let cwd = std::env::current_dir().ok()?;
-    cwd.ancestors()
-        .map(|dir| dir.join(".env"))
-        .find(|p| std::fs::symlink_metadata(p).is_ok())
-}
-
-/// Load `.env` strictly: only a regular file of at most 1 MiB, and every line must parse (a
-/// line that does not is an error naming file and line, not the silent end of the file).
-/// Variables already set win.
-fn load_dotenv() -> Result<(), ConfigError> {
-    let Some(path) = find_dotenv() else {
-        return Ok(());
-    };
-    let shown = path.display().to_string();
-    let fail = |source: String, message: String| ConfigError {
-        problems: vec![ConfigProblem::new("", Some(source), message)],
-    };
-    let bytes = read_input_file(&path, MAX_ENV_FILE_BYTES)
-        .map_err(|e| fail(shown.clone(), format!("cannot read .env file {shown}: {e}")))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut problems = Vec::new();
-    let mut from = 0usize;
-    for item in dotenvy::from_read_iter(std::io::Cursor::new(&bytes)) {
-        match item {
-            Ok(_) => {}
-            Err(dotenvy::Error::LineParse(line, index)) => {
-                // The line's number: the next line start, from the last error on, holding it.
-                let mut starts =
-                    std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1));
-                let found = starts.find(|&s| s >= from && text[s..].starts_with(line.as_str()));
-                let at = found.unwrap_or(from);
-                from = at + line.len();
-                let number = text[..at.min(text.len())].matches('\n').count() + 1;
-                // The line itself is not shown: it may hold a secret.
-                problems.push(ConfigProblem::new(
-                    "",
-                    Some(format!("{shown}:{number}")),
-                    format!(
-                        "line {number} of {shown} cannot be parsed (at character {index}): \
-                         write KEY=VALUE, quote values with spaces or `#`, start comments with `#`"
-                    ),
-                ));
-            }
-            Err(e) => problems.push(ConfigProblem::new(
-                "",
-                Some(shown.clone()),
-                format!("cannot read .env file {shown}: {e}"),
-            )),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(ConfigError { problems });
-    }
-    dotenvy::from_read(std::io::Cursor::new(&bytes))
-        .map_err(|e| fail(shown.clone(), format!("cannot load .env file {shown}: {e}")))
 }
 
 fn config_failed(e: &ConfigError) -> ExitCode {
@@ -256,117 +193,53 @@ fn run(args: RunArgs) -> ExitCode {
     if args.fail_fast {
         overrides.push(("run.fail_fast".to_string(), serde_json::json!(true)));
     }
-    let loaded = match load(&args.list.config, overrides) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let builder = match citadel_itest::plan(&loaded, &args.list.only, &args.list.skip) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-
-    let run = &loaded.config.run;
-    let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
-    let mut files = Vec::new();
-    for f in &run.formats {
-        match f {
-            ReportFormat::Console => reporters.push(Box::new(ConsoleReporter::stdout())),
-            ReportFormat::Json => {
-                let p = run.report_dir.join("report.json");
-                files.push(p.clone());
-                reporters.push(Box::new(JsonReporter::to_file(p)));
-            }
-            ReportFormat::Junit => {
-                let p = run.report_dir.join("junit.xml");
-                files.push(p.clone());
-                reporters.push(Box::new(JunitReporter::to_file(p)));
-            }
-            _ => {}
-        }
+    let mut request = RunRequest::new(args.list.config.configs.clone()).overrides(overrides);
+    for glob in &args.list.only {
+        request = request.only(glob.clone());
+    }
+    for glob in &args.list.skip {
+        request = request.skip(glob.clone());
     }
     #[cfg(feature = "monitoring")]
-    let pushed_to = match export_reporters(&args, &mut reporters, &mut files) {
-        Ok(url) => url,
+    let pushed_to = match export_reporters(&args, request) {
+        Ok((r, url)) => {
+            request = r;
+            url
+        }
         Err(e) => {
             eprintln!("error: {}", redact_text(&e.to_string()));
             return ExitCode::from(2);
         }
     };
-
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let cancel = CancellationToken::new();
-    let out = runtime.block_on(async {
-        let token = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: cancelling unfinished checks (Ctrl-C again to abort)");
-                token.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        });
-        builder
-            .cancellation(cancel.clone())
-            .build()
-            .run(reporters)
-            .await
-    });
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-
-    let mut code = out.summary.exit_code();
-    for e in &out.report_errors {
-        eprintln!("error: {}", redact_text(&citadel_itest::error_chain(e)));
-        if code == 0 {
-            code = 1;
-        }
-    }
-    for f in &files {
-        if f.exists() {
-            eprintln!("report written: {}", f.display());
-        }
-    }
+    let outcome = citadel_itest::run_configured_blocking(request);
     #[cfg(feature = "monitoring")]
-    if let Some(url) = pushed_to {
+    if let (Some(url), Some(out)) = (pushed_to, &outcome.output) {
         if out.report_errors.iter().all(|e| e.format != "pushgateway") {
             eprintln!("metrics pushed: {}", redact_text(&url));
         }
     }
-    ExitCode::from(code as u8)
+    outcome.process_exit_code()
 }
 
 /// The `--push-gateway` and `--metrics-textfile` reporters; returns the push URL, if any.
 #[cfg(feature = "monitoring")]
 fn export_reporters(
     args: &RunArgs,
-    reporters: &mut Vec<Box<dyn Reporter>>,
-    files: &mut Vec<PathBuf>,
-) -> Result<Option<String>, citadel_itest_monitoring::export::ExportError> {
+    mut request: RunRequest,
+) -> Result<(RunRequest, Option<String>), citadel_itest_monitoring::export::ExportError> {
     use citadel_itest_monitoring::export::{PushgatewayReporter, TextfileReporter};
     if let Some(path) = &args.metrics_textfile {
-        reporters.push(Box::new(TextfileReporter::new(path)?));
-        files.push(path.clone());
+        request = request
+            .reporter(Box::new(TextfileReporter::new(path)?))
+            .report_file(path);
     }
     let Some(url) = &args.push_gateway else {
-        return Ok(None);
+        return Ok((request, None));
     };
     let mut push = PushgatewayReporter::new(url)?;
     if let Some(instance) = &args.push_instance {
         push = push.instance(instance)?;
     }
     let push_url = push.push_url();
-    reporters.push(Box::new(push));
-    Ok(Some(push_url))
+    Ok((request.reporter(Box::new(push)), Some(push_url)))
 }

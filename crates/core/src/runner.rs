@@ -135,7 +135,9 @@ impl RunSummary {
         }
     }
 
-    /// Exit code: 130 interrupted, 1 any failure or error, 0 otherwise.
+    /// Exit code of the checks alone: 130 interrupted, 1 any failure or error, 0 otherwise.
+    /// A report that could not be written is not counted here (the summary does not know);
+    /// use [`RunOutput::exit_code`], which does.
     pub fn exit_code(&self) -> i32 {
         if self.interrupted {
             130
@@ -156,6 +158,17 @@ pub struct RunOutput {
     pub results: Vec<TestResult>,
     /// Reporter failures (the run itself went on).
     pub report_errors: Vec<ReportError>,
+}
+
+impl RunOutput {
+    /// The run's exit code: 130 interrupted, 1 when a check failed or errored **or a report
+    /// could not be written**, 0 otherwise. This is the code `citadel-itest run` exits with.
+    pub fn exit_code(&self) -> i32 {
+        match self.summary.exit_code() {
+            0 if !self.report_errors.is_empty() => 1,
+            code => code,
+        }
+    }
 }
 
 /// Builder for a [`Suite`].
