@@ -43,7 +43,7 @@ use citadel_itest_core::{Resource, Status, Suite, TestResult};
 
 use crate::Loaded;
 
-pub use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
+pub use libtest_mimic::{Arguments, Completion, Conclusion, Failed, Trial, run};
 
 /// Load `config_files` (layered in order, with `.env` and `CITADEL_ITEST__*` as everywhere),
 /// make one test per check and run them as the test binary's `main`: arguments are read from
