@@ -50,6 +50,11 @@ use event::EventLog;
 /// The default bound on connecting to the upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Parses a humantime duration (`"200ms"`, `"5s"`), as the config and the REST API do.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("not a duration like 5s or 200ms: {e}"))
+}
+
 /// What the proxy speaks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
