@@ -166,6 +166,11 @@ pub enum ReportFormat {
     Json,
     /// `junit.xml`.
     Junit,
+    /// `report.html`: one self-contained page with charts of load scenarios.
+    Html,
+    /// `summary.md`: Markdown for CI job summaries and pull-request comments.
+    #[serde(rename = "md", alias = "markdown")]
+    Markdown,
 }
 
 /// The `run:` section: how the suite runs.
@@ -839,7 +844,7 @@ impl Validate for RunSettings {
             MAX_GRACE,
         );
         if self.formats.is_empty() {
-            v.error("formats", "list at least one of console, json, junit");
+            v.error("formats", "list at least one of console, json, junit, html, md");
         }
     }
 }

@@ -10,13 +10,21 @@ use std::path::{Path, PathBuf};
 use crate::outcome::TestResult;
 use crate::runner::{RunPlan, RunSummary};
 
+pub mod compare;
 pub mod console;
+pub mod html;
 pub mod json;
 pub mod junit;
+pub mod markdown;
 
+pub use compare::{
+    CompareOptions, ReportDiff, compare_reports, parse_tolerance, read_report, render_junit,
+};
 pub use console::ConsoleReporter;
+pub use html::{HtmlReporter, render_html};
 pub use json::{JsonReport, JsonReporter, REPORT_SCHEMA};
 pub use junit::JunitReporter;
+pub use markdown::{MarkdownReporter, render_markdown};
 
 /// A report could not be produced or written.
 #[derive(Debug, thiserror::Error)]
