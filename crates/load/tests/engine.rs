@@ -661,3 +661,25 @@ async fn http2_open_model_multiplexes_streams_on_one_connection() {
     assert!(r.finished.elapsed < ms(1800), "{:?}", r.finished.elapsed);
     drop(nginx);
 }
+
+#[test]
+fn the_plan_sends_one_host_and_the_url_path_and_query() {
+    let s = closed("http://localhost:8080/v1/x?a=1&b=2", 1, ms(10));
+    let plan = Plan::from_scenario(&s, Bodies::none()).expect("plan");
+    assert_eq!(plan.method(), "GET");
+    assert_eq!(plan.uri(), "/v1/x?a=1&b=2");
+    assert_eq!(plan.headers()["host"], "localhost:8080");
+    assert!(plan.addr().ip().is_loopback());
+    assert!(!plan.headers().contains_key("content-type"));
+
+    let s = closed("http://127.0.0.1:8080/", 1, ms(10))
+        .request(RequestConfig::get("http://127.0.0.1:8080/").header("host", "api.internal"));
+    let plan = Plan::from_scenario(&s, Bodies::none()).expect("plan");
+    assert_eq!(plan.headers().get_all("host").iter().count(), 1);
+    assert_eq!(plan.headers()["host"], "api.internal");
+
+    let s = closed("http://127.0.0.1:8080/p", 1, ms(10)).protocol(Protocol::Http2);
+    let plan = Plan::from_scenario(&s, Bodies::none()).expect("plan");
+    assert_eq!(plan.uri(), "http://127.0.0.1:8080/p");
+    assert!(!plan.headers().contains_key("host"));
+}

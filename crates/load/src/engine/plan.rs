@@ -213,7 +213,11 @@ impl Plan {
             };
             let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
             let v = HeaderValue::from_str(value).map_err(|e| bad(e.to_string()))?;
-            if scenario.protocol == Protocol::Http2 && n == HOST {
+            if n == HOST {
+                // A `host` given replaces the URL's (HTTP/2 carries the URL's authority).
+                if scenario.protocol != Protocol::Http2 {
+                    headers.insert(n, v);
+                }
                 continue;
             }
             headers.append(n, v);
