@@ -363,8 +363,11 @@ impl BreakerExpect {
 
     /// The bound of recovery.
     pub fn recovery_bound(&self) -> Duration {
-        self.recover_within
-            .unwrap_or_else(|| self.open_for + self.tolerance + Duration::from_secs(1))
+        self.recover_within.unwrap_or_else(|| {
+            self.open_for
+                .saturating_add(self.tolerance)
+                .saturating_add(Duration::from_secs(1))
+        })
     }
 }
 
@@ -425,7 +428,10 @@ impl TimeoutExpect {
 
     /// How long the drill waits for an answer before calling it a hang.
     pub fn hang_after(&self) -> Duration {
-        (self.timeout + self.margin).saturating_mul(2) + Duration::from_secs(1)
+        self.timeout
+            .saturating_add(self.margin)
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(1))
     }
 }
 
@@ -654,14 +660,14 @@ impl Validate for DrillConfig {
                 check_status(&mut tv, "status", st);
             }
             if let Fault::HttpDelay { before_first_byte } = t.fault {
-                if before_first_byte <= t.timeout + t.margin {
+                if before_first_byte <= t.timeout.saturating_add(t.margin) {
                     tv.error(
                         "fault.before_first_byte",
                         format!(
                             "{} is not longer than timeout + margin ({}): the service would \
                              not need its timeout",
                             humantime::format_duration(before_first_byte),
-                            humantime::format_duration(t.timeout + t.margin)
+                            humantime::format_duration(t.timeout.saturating_add(t.margin))
                         ),
                     );
                 }

@@ -56,7 +56,7 @@ impl Walk<'_> {
         let call = self.check.call(bound).await;
         let events = self.check.proxy.events_since(self.cursor).await?;
         if let Some(last) = events.last() {
-            self.cursor = last.at + Duration::from_nanos(1);
+            self.cursor = last.at.saturating_add(Duration::from_nanos(1));
         }
         let attempts = self.check.attempts(&events);
         if self.log.len() < 200 {
@@ -161,17 +161,22 @@ async fn walk(
 
     // 2. Open: calls must not reach the dependency until the open interval has passed.
     let opened_ms = w.at(last_failure);
+    // The proxy clock at the start and the local one run side by side.
+    let opened_local = w.local + last_failure.saturating_sub(w.start);
     let mut open_calls = 0u32;
     let mut fast_fails: Vec<Duration> = Vec::new();
     let probe;
-    let patience = t + tol + b.call_interval;
+    let patience = t.saturating_add(tol).saturating_add(b.call_interval);
     loop {
-        let waited = w
-            .local
-            .elapsed()
-            .saturating_sub(Duration::from_secs_f64(opened_ms / 1000.0));
+        let waited = opened_local.elapsed();
         let (call, attempts) = w
-            .step(rt.min(patience.saturating_sub(waited) + b.call_interval))
+            .step(
+                rt.min(
+                    patience
+                        .saturating_sub(waited)
+                        .saturating_add(b.call_interval),
+                ),
+            )
             .await?;
         if let Some(first) = attempts.first() {
             probe = *first;
@@ -229,7 +234,7 @@ async fn walk(
             measurements,
         );
     }
-    if gap + tol < t {
+    if gap.saturating_add(tol) < t {
         return failed(
             format!(
                 "the breaker stayed open for only {}: the dependency received a call {} after \
@@ -242,7 +247,7 @@ async fn walk(
             measurements,
         );
     }
-    if gap > t + tol + b.call_interval {
+    if gap > patience {
         return failed(
             format!(
                 "the half-open probe came {} after the {} failure; declared open for {} \
@@ -273,7 +278,7 @@ async fn walk(
     let mut last = String::from("no call made");
     let recovered = loop {
         let left = bound.saturating_sub(removed.elapsed());
-        let (call, attempts) = w.step(rt.min(left + b.call_interval)).await?;
+        let (call, attempts) = w.step(rt.min(left.saturating_add(b.call_interval))).await?;
         if let (None, Some(first)) = (next_probe, attempts.first()) {
             next_probe = Some(*first);
         }
@@ -317,7 +322,7 @@ async fn walk(
     if let Some(p2) = next_probe {
         let reopen = p2.saturating_sub(probe);
         measurements.push(Measurement::duration("reopen_interval", reopen));
-        if reopen + tol < t {
+        if reopen.saturating_add(tol) < t {
             return failed(
                 format!(
                     "the breaker did not open again after its failed half-open probe: the \

@@ -6,7 +6,6 @@ use std::time::Duration;
 use citadel_itest_core::config::redact_url;
 use citadel_itest_core::http::{BodyLimit, excerpt, read_body};
 use serde::Deserialize;
-use tokio::time::Instant;
 
 use crate::proxy::{Event, FaultId, FaultSpec, ProxyHandle};
 
@@ -208,7 +207,7 @@ impl ProxyControl {
                 Ok(now.unwrap_or_else(|| {
                     events
                         .last()
-                        .map(|e| e.at + Duration::from_nanos(1))
+                        .map(|e| e.at.saturating_add(Duration::from_nanos(1)))
                         .unwrap_or_default()
                 }))
             }
@@ -271,7 +270,7 @@ impl ProxyControl {
         else {
             return Err(self.error(action, "not a remote proxy"));
         };
-        let deadline = Instant::now() + *timeout;
+        let deadline = super::deadline(*timeout);
         let mut req = client.request(method, format!("{base}{path}"));
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);

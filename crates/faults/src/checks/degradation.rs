@@ -57,7 +57,10 @@ impl DrillCheck {
         while removed.elapsed() <= bound {
             let left = bound.saturating_sub(removed.elapsed());
             let call = self
-                .call(s.request_timeout.min(left + Duration::from_millis(100)))
+                .call(
+                    s.request_timeout
+                        .min(left.saturating_add(Duration::from_millis(100))),
+                )
                 .await;
             calls += 1;
             if call.status() == Some(s.expect_status) {

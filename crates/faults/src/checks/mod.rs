@@ -180,7 +180,7 @@ impl DrillCheck {
     async fn call(&self, bound: Duration) -> Call {
         let s = &self.drill.service;
         let started = Instant::now();
-        let deadline = started + bound;
+        let deadline = deadline_from(started, bound);
         let method = reqwest::Method::from_bytes(s.method.as_bytes()).unwrap_or_default();
         let mut req = self.client.request(method, &s.url).timeout(bound);
         for (name, value) in &s.headers {
@@ -312,6 +312,17 @@ impl Call {
     }
 }
 
+/// `bound` from now, or far ahead when that is past what the clock can hold.
+pub(crate) fn deadline(bound: Duration) -> Instant {
+    deadline_from(Instant::now(), bound)
+}
+
+fn deadline_from(start: Instant, bound: Duration) -> Instant {
+    start
+        .checked_add(bound)
+        .unwrap_or_else(|| start + Duration::from_secs(10 * 365 * 24 * 3600))
+}
+
 /// A duration for messages, to the millisecond: `1.003s`, `52ms`.
 pub(crate) fn ms(d: Duration) -> String {
     let millis = d.as_millis();
@@ -369,27 +380,37 @@ impl Check for DrillCheck {
         let rt = d.service.request_timeout;
         let control = d.proxy.timeout.saturating_mul(4);
         let slack = Duration::from_secs(5);
-        let budget = match self.kind {
+        // Saturating: durations given through the builders are not range-checked.
+        let sum = |parts: &[Duration]| {
+            parts
+                .iter()
+                .fold(Duration::ZERO, |a, b| a.saturating_add(*b))
+        };
+        match self.kind {
             DrillKind::Retry => d
                 .retry
                 .as_ref()
-                .map(|r| r.give_up_within + r.settle + control + slack),
+                .map(|r| sum(&[r.give_up_within, r.settle, control, slack])),
             DrillKind::CircuitBreaker => d.circuit_breaker.as_ref().map(|b| {
                 // The trip calls, then two open intervals and the recovery, each call bounded.
-                rt.saturating_mul(b.failures + 2)
-                    + b.open_for.saturating_mul(2)
-                    + b.tolerance.saturating_mul(2)
-                    + b.recovery_bound()
-                    + control
-                    + slack
+                sum(&[
+                    rt.saturating_mul(b.failures.saturating_add(2)),
+                    b.open_for.saturating_mul(2),
+                    b.tolerance.saturating_mul(2),
+                    b.recovery_bound(),
+                    control,
+                    slack,
+                ])
             }),
-            DrillKind::Timeout => d.timeout.as_ref().map(|t| t.hang_after() + control + slack),
+            DrillKind::Timeout => d
+                .timeout
+                .as_ref()
+                .map(|t| sum(&[t.hang_after(), control, slack])),
             DrillKind::Degradation => d
                 .degradation
                 .as_ref()
-                .map(|g| rt.saturating_mul(2) + g.recover_within + control + slack),
-        };
-        budget
+                .map(|g| sum(&[rt.saturating_mul(2), g.recover_within, control, slack])),
+        }
     }
 
     fn exclusive(&self) -> Vec<Resource> {

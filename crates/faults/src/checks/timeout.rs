@@ -24,7 +24,7 @@ impl DrillCheck {
         let times = self.attempts(&events);
         ctx.detail("answer", call.describe());
         ctx.detail("attempts", times.len());
-        let latest = t.timeout + t.margin;
+        let latest = t.timeout.saturating_add(t.margin);
         let earliest = t.timeout.saturating_sub(t.margin);
         let mut measurements = vec![Measurement::new(
             "attempts",
