@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 #[cfg(feature = "load")]
 mod load_cmd;
+mod report_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,8 @@ enum Command {
     /// Run the `load:` scenarios alone, with live progress; `load merge` merges results.
     #[cfg(feature = "load")]
     Load(load_cmd::LoadArgs),
+    /// Re-render a saved report.json (`report render`) or compare two (`report compare`).
+    Report(report_cmd::ReportArgs),
 }
 
 #[derive(Args)]
@@ -65,7 +68,7 @@ struct RunArgs {
     /// Directory for report files (default from config: target/itest-reports).
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
-    /// Reports to write, comma separated: console,json,junit.
+    /// Reports to write, comma separated: console,json,junit,html,md.
     #[arg(long, value_delimiter = ',', value_name = "FORMATS")]
     format: Vec<String>,
     /// Checks running at once.
@@ -77,6 +80,12 @@ struct RunArgs {
     /// Stop after the first failure or error.
     #[arg(long)]
     fail_fast: bool,
+    /// Compare the run with this earlier report.json; a regression makes the exit code 1.
+    #[arg(long, value_name = "BASE.json")]
+    baseline: Option<PathBuf>,
+    /// How far (percent) a measurement may move in its worse direction against the baseline.
+    #[arg(long, value_name = "PERCENT", default_value = "10%", requires = "baseline")]
+    baseline_tolerance: String,
     /// Push the results as metrics to this Pushgateway (base URL), grouping key
     /// job=citadel_itest, instance=<host name>: each run replaces the last.
     #[cfg(feature = "monitoring")]
@@ -119,6 +128,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         #[cfg(feature = "load")]
         Command::Load(args) => load_cmd::load_command(args),
+        Command::Report(args) => report_cmd::report_command(args),
     }
 }
 
@@ -211,6 +221,14 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let baseline =
+        match report_cmd::Baseline::open(args.baseline.as_deref(), &args.baseline_tolerance) {
+            Ok(b) => b,
+            Err(code) => return code,
+        };
+    if let Some(b) = &baseline {
+        request = request.reporter(b.reporter());
+    }
     let outcome = citadel_itest::run_configured_blocking(request);
     #[cfg(feature = "monitoring")]
     if let (Some(url), Some(out)) = (pushed_to, &outcome.output) {
@@ -218,7 +236,10 @@ fn run(args: RunArgs) -> ExitCode {
             eprintln!("metrics pushed: {}", redact_text(&url));
         }
     }
-    outcome.process_exit_code()
+    match &baseline {
+        Some(b) => ExitCode::from(b.finish(outcome.exit_code)),
+        None => outcome.process_exit_code(),
+    }
 }
 
 /// The `--push-gateway` and `--metrics-textfile` reporters; returns the push URL, if any.

@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use citadel_itest_core::config::{ConfigError, ReportFormat, RunSettings, redact_text};
-use citadel_itest_core::report::{ConsoleReporter, JsonReporter, JunitReporter};
+use citadel_itest_core::report::{
+    ConsoleReporter, HtmlReporter, JsonReporter, JunitReporter, MarkdownReporter,
+};
 use citadel_itest_core::{Reporter, RunOutput, error_chain};
 use tokio_util::sync::CancellationToken;
 
@@ -171,7 +173,8 @@ impl RunOutcome {
 }
 
 /// The reporters `run.formats` names, and the files they will write (under `run.report_dir`):
-/// `console` on stdout, `json` to `report.json`, `junit` to `junit.xml`.
+/// `console` on stdout, `json` to `report.json`, `junit` to `junit.xml`, `html` to
+/// `report.html`, `md` to `summary.md`.
 pub fn reporters_for(run: &RunSettings) -> (Vec<Box<dyn Reporter>>, Vec<PathBuf>) {
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     let mut files = Vec::new();
@@ -187,6 +190,16 @@ pub fn reporters_for(run: &RunSettings) -> (Vec<Box<dyn Reporter>>, Vec<PathBuf>
                 let p = run.report_dir.join("junit.xml");
                 files.push(p.clone());
                 reporters.push(Box::new(JunitReporter::to_file(p)));
+            }
+            ReportFormat::Html => {
+                let p = run.report_dir.join("report.html");
+                files.push(p.clone());
+                reporters.push(Box::new(HtmlReporter::to_file(p)));
+            }
+            ReportFormat::Markdown => {
+                let p = run.report_dir.join("summary.md");
+                files.push(p.clone());
+                reporters.push(Box::new(MarkdownReporter::to_file(p)));
             }
             // A format added to the config enum but not yet wired here.
             other => tracing::warn!("report format {other:?} is not supported by this build"),
