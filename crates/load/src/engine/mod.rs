@@ -28,7 +28,7 @@
 //!   `max_connections` connections carry as many concurrent requests as the server's stream
 //!   limit allows.
 //!
-//! A connection is opened before its first request (in the open model while waiting for the
+//! A connection is opened before its first request (in the open model up to 1 s before the
 //! arrival's time, so it is not part of the latency); one that closes between requests is
 //! reopened without a sample; a failed connect is a sample of class `connect`. A request that
 //! was sent and got no head is `protocol`; a body cut off is `body`; a status that is not 2xx
