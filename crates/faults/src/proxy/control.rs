@@ -7,7 +7,7 @@
 //! | `DELETE /faults/{id}` | `200 {"removed": 1}`; `404` when no such fault |
 //! | `DELETE /faults` | `200 {"removed": N}` |
 //! | `GET /events?since_ms=N` | `200 [Event, ...]` at or after N ms since the proxy started |
-//! | `GET /health` | `200 {"status": "ok", "proxy": "127.0.0.1:P", "upstream": ..., "mode": ...}` |
+//! | `GET /health` | `200 {"status": "ok", "proxy": "127.0.0.1:P", "upstream", "mode", "now", "now_ms", "faults"}` (`now`: the proxy's clock, the scale of [`super::Event::at`]) |
 //!
 //! Request bodies are limited to 64 KiB; errors are JSON `{"error": "..."}`.
 
@@ -171,6 +171,9 @@ async fn route(proxy: &ProxyHandle, req: Request<Incoming>) -> Response<Full<Byt
                 "proxy": proxy.addr().to_string(),
                 "upstream": proxy.upstream(),
                 "mode": proxy.mode(),
+                "now": humantime::format_duration(proxy.now()).to_string(),
+                "now_ms": u64::try_from(proxy.now().as_millis()).unwrap_or(u64::MAX),
+                "faults": proxy.faults().len(),
             }),
         ),
         (Method::GET, "/faults") => {

@@ -470,6 +470,11 @@ impl ProxyHandle {
         self.shared().started
     }
 
+    /// Time since the proxy started: "now" on the scale of [`Event::at`].
+    pub fn now(&self) -> Duration {
+        self.shared().started.elapsed()
+    }
+
     /// Stops accepting, ends every connection, and waits (up to 5 s) for its tasks to end.
     pub async fn stop(&self) {
         let shared = self.shared();
