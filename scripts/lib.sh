@@ -10,6 +10,7 @@ CITADEL_PACKAGES=(
   "nginx-light:nginx"
   "openssl:openssl"
   "python3-minimal:python3"
+  "chromium:chromium"
 )
 
 pg_bin() {
