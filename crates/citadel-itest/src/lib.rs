@@ -79,6 +79,9 @@ pub use citadel_itest_load as load;
 /// The `monitoring` tester and result export (feature `monitoring`).
 #[cfg(feature = "monitoring")]
 pub use citadel_itest_monitoring as monitoring;
+/// The fault proxy and the `error_handling` checks (feature `faults`).
+#[cfg(feature = "faults")]
+pub use citadel_itest_faults as faults;
 
 /// The README's code blocks, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -15,6 +15,8 @@ use clap::{Args, Parser, Subcommand};
 #[cfg(feature = "load")]
 mod load_cmd;
 mod report_cmd;
+#[cfg(feature = "faults")]
+mod proxy_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +42,9 @@ enum Command {
     Load(load_cmd::LoadArgs),
     /// Re-render a saved report.json (`report render`) or compare two (`report compare`).
     Report(report_cmd::ReportArgs),
+    /// Run a TCP/HTTP fault proxy (with an optional REST control API) until Ctrl-C/SIGTERM.
+    #[cfg(feature = "faults")]
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 #[derive(Args)]
@@ -129,6 +134,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "load")]
         Command::Load(args) => load_cmd::load_command(args),
         Command::Report(args) => report_cmd::report_command(args),
+        #[cfg(feature = "faults")]
+        Command::Proxy(args) => proxy_cmd::proxy_command(args),
     }
 }
 
