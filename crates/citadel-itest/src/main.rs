@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use std::io::IsTerminal;
 
-use citadel_itest::config::{ConfigError, redact_text};
+use citadel_itest::config::ConfigError;
+#[cfg(feature = "monitoring")]
+use citadel_itest::config::redact_text;
 use citadel_itest::{Loaded, RunRequest};
 use clap::{Args, Parser, Subcommand};
 
