@@ -155,6 +155,14 @@ pub fn registry() -> Vec<TesterEntry> {
                 .map(|t| Box::new(t.run_id(run_id)) as Box<dyn IntegrationTester>)
         },
     });
+    #[cfg(feature = "faults")]
+    entries.push(TesterEntry {
+        section: "faults",
+        build: |c, _run_id, p| {
+            citadel_itest_faults::from_config(c, p)
+                .map(|t| Box::new(t) as Box<dyn IntegrationTester>)
+        },
+    });
     entries
 }
 

@@ -44,7 +44,15 @@ fn reference_yaml_parses_and_sets_every_core_key() {
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
         assert_eq!(
             names,
-            ["basic", "database", "external_api", "cross_service", "load", "monitoring"]
+            [
+                "basic",
+                "database",
+                "external_api",
+                "cross_service",
+                "load",
+                "monitoring",
+                "faults"
+            ]
         );
         // Every section this build knows is documented in the reference.
         for entry in citadel_itest::registry() {
