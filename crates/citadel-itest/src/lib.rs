@@ -29,8 +29,20 @@
 //! let loaded = citadel_itest::load(&["config/local.yaml".into()], Vec::new()).unwrap();
 //! let suite = citadel_itest::plan(&loaded, &[], &[]).unwrap();
 //! let out = suite.build().run(Vec::new()).await;
-//! std::process::exit(out.summary.exit_code());
+//! // The exit code counts a report that could not be written; `summary.exit_code()` does not.
+//! std::process::exit(out.exit_code());
 //! # }
+//! ```
+//!
+//! Or do exactly what `citadel-itest run` does (`.env`, reporters from `run.formats`, Ctrl-C,
+//! exit codes) with the entry point the binary calls; see [`RunRequest`] and
+//! `docs/embedding.md`:
+//!
+//! ```no_run
+//! let outcome = citadel_itest::run_configured_blocking(
+//!     citadel_itest::RunRequest::new(["config/local.yaml"]).only("basic.*"),
+//! );
+//! std::process::exit(outcome.exit_code.into());
 //! ```
 
 #![forbid(unsafe_code)]
@@ -87,6 +99,11 @@ pub use citadel_itest_faults as faults;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// docs/embedding.md's code blocks, compiled as doctests.
+#[cfg(all(doctest, feature = "basic"))]
+#[doc = include_str!("../../../docs/embedding.md")]
+pub struct EmbeddingDoctests;
 
 /// The reference configuration: every key, commented (`config/reference.yaml`).
 pub const REFERENCE_YAML: &str = include_str!("../../../config/reference.yaml");
