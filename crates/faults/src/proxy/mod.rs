@@ -47,6 +47,9 @@ pub use fault::{Direction, Fault, FaultId, FaultSpec, MAX_FAULT_BODY, MAX_FAULT_
 
 use event::EventLog;
 
+/// The most faults one proxy holds at once; [`ProxyHandle::add`] refuses more.
+pub const MAX_FAULTS: usize = 1024;
+
 /// The default bound on connecting to the upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -408,7 +411,8 @@ impl ProxyHandle {
     }
 
     /// Adds a fault; it applies to connections accepted (TCP faults) or requests received (HTTP
-    /// faults) from now on. Refused when invalid or an HTTP fault on a TCP proxy.
+    /// faults) from now on. Refused when invalid, an HTTP fault on a TCP proxy, or over
+    /// [`MAX_FAULTS`].
     pub fn add(&self, spec: FaultSpec) -> Result<FaultId, ProxyError> {
         spec.validate_for(self.mode())
             .map_err(|reason| ProxyError::InvalidFault { reason })?;
@@ -416,6 +420,11 @@ impl ProxyHandle {
         let id = FaultId(shared.next_fault.fetch_add(1, Ordering::Relaxed));
         tracing::debug!(%id, fault = %spec.fault.describe(), "fault added");
         let mut faults = shared.faults.lock().unwrap_or_else(|e| e.into_inner());
+        if faults.len() >= MAX_FAULTS {
+            return Err(ProxyError::InvalidFault {
+                reason: format!("the proxy already holds {MAX_FAULTS} faults; remove some first"),
+            });
+        }
         faults.push(Arc::new(ActiveFault {
             id,
             spec,
