@@ -17,9 +17,11 @@ fi
 cargo test --workspace --all-features --doc
 
 # A consumer embedding one tester compiles only that tester: every feature set on its own builds.
-for features in "" basic database database-local-scratch external-api cross-service load monitoring; do
+for features in "" basic database database-local-scratch external-api cross-service load monitoring dotenv harness; do
   cargo check --quiet -p citadel-itest --lib --no-default-features ${features:+--features "$features"}
 done
+# The binary needs only the `cli` feature (no tester compiled in).
+cargo check --quiet -p citadel-itest --bins --no-default-features --features cli
 for features in postgres qdrant prometheus; do
   cargo check --quiet -p citadel-itest-external-api --lib --no-default-features --features "$features"
 done
