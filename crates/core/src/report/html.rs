@@ -146,11 +146,11 @@ pub fn render_html(report: &JsonReport) -> String {
         ("error", "errors", t.errors, "error"),
     ] {
         let filter = if id == "total" { "" } else { id };
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<button type=\"button\" class=\"card {class}\" data-filter-status=\"{filter}\">\
              <span class=\"n\" id=\"count-{id}\">{n}</span><span class=\"l\">{label}</span>\
-             </button>\n"
+             </button>"
         );
     }
     let _ = write!(
@@ -250,12 +250,12 @@ fn counts_table(
     id: &str,
     groups: &std::collections::BTreeMap<String, JsonCounts>,
 ) {
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<table id=\"{id}\" class=\"counts\"><caption>{title}</caption><thead><tr><th></th>\
          <th class=\"num\">total</th><th class=\"num\">passed</th><th class=\"num\">failed</th>\
          <th class=\"num\">skipped</th><th class=\"num\">errors</th><th class=\"num\">success</th>\
-         </tr></thead><tbody>\n"
+         </tr></thead><tbody>"
     );
     for (name, c) in groups {
         let _ = writeln!(
@@ -694,6 +694,9 @@ fn downsample(t: &[f64], ys: &[Option<f64>], use_max: bool) -> (Vec<f64>, Vec<Op
     (tx, out)
 }
 
+/// A series ready to draw: name, colour, times, values.
+type Sampled<'a> = (&'a str, &'a str, Vec<f64>, Vec<Option<f64>>);
+
 /// Lines over time; a missing value breaks its line.
 fn line_chart(
     title: &str,
@@ -704,7 +707,7 @@ fn line_chart(
 ) -> String {
     let mut out = String::new();
     svg_open(&mut out, title, id);
-    let sampled: Vec<(&str, &str, Vec<f64>, Vec<Option<f64>>)> = series
+    let sampled: Vec<Sampled<'_>> = series
         .iter()
         .map(|(name, colour, ys)| {
             let (tx, ys) = downsample(t, ys, use_max);
