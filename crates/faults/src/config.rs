@@ -376,9 +376,11 @@ impl BreakerExpect {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TimeoutExpect {
-    /// The fault, default `{ type: blackhole }`.
-    #[serde(default = "default_hang")]
-    pub fault: Fault,
+    /// The fault; default `{ type: http_delay, before_first_byte: <the drill's hang bound + 10s> }`
+    /// (per request, so it hits keep-alive connections too; `{ type: blackhole }` for a TCP-mode
+    /// proxy, which hits new connections only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
     /// The service's declared timeout.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -390,18 +392,15 @@ pub struct TimeoutExpect {
     pub status: Option<u16>,
 }
 
-fn default_hang() -> Fault {
-    Fault::Blackhole
-}
 fn default_margin() -> Duration {
     Duration::from_millis(500)
 }
 
 impl TimeoutExpect {
-    /// A declared `timeout`, dependency blackholed, margin 500 ms.
+    /// A declared `timeout`, the dependency's answers held back, margin 500 ms.
     pub fn new(timeout: Duration) -> Self {
         TimeoutExpect {
-            fault: default_hang(),
+            fault: None,
             timeout,
             margin: default_margin(),
             status: None,
@@ -410,8 +409,15 @@ impl TimeoutExpect {
 
     /// Apply this fault.
     pub fn fault(mut self, fault: Fault) -> Self {
-        self.fault = fault;
+        self.fault = Some(fault);
         self
+    }
+
+    /// The fault applied: the configured one, else an HTTP delay longer than the drill waits.
+    pub fn hang_fault(&self) -> Fault {
+        self.fault.clone().unwrap_or(Fault::HttpDelay {
+            before_first_byte: self.hang_after().saturating_add(Duration::from_secs(10)),
+        })
     }
 
     /// The answer's status.
@@ -653,13 +659,13 @@ impl Validate for DrillConfig {
         }
         if let Some(t) = &self.timeout {
             let mut tv = v.at("timeout");
-            check_fault(&mut tv, "fault", &t.fault);
+            check_fault(&mut tv, "fault", &t.hang_fault());
             check_interval(&mut tv, "timeout", t.timeout);
             tv.duration_range("margin", t.margin, Duration::ZERO, MAX_INTERVAL);
             if let Some(st) = t.status {
                 check_status(&mut tv, "status", st);
             }
-            if let Fault::HttpDelay { before_first_byte } = t.fault {
+            if let Some(Fault::HttpDelay { before_first_byte }) = t.fault {
                 if before_first_byte <= t.timeout.saturating_add(t.margin) {
                     tv.error(
                         "fault.before_first_byte",
@@ -747,7 +753,10 @@ drills:
         assert_eq!(d.service.method, "GET");
         assert_eq!(d.service.expect_status, 200);
         assert_eq!(d.retry.as_ref().unwrap().fault, default_failure());
-        assert_eq!(d.timeout.as_ref().unwrap().fault, Fault::Blackhole);
+        assert!(matches!(
+            d.timeout.as_ref().unwrap().hang_fault(),
+            Fault::HttpDelay { before_first_byte } if before_first_byte == Duration::from_secs(14)
+        ));
         assert_eq!(
             d.circuit_breaker.as_ref().unwrap().recovery_bound(),
             Duration::from_millis(3250)

@@ -204,8 +204,9 @@ async fn timeout_passes_when_declared_and_fails_when_the_real_one_is_longer() {
         .fault(hang.clone())
         .status(504);
 
-    let d =
-        drill("gateway", format!("{}/t1/v1/models", nginx.url()), &proxy).timeout(declared.clone());
+    // The default fault: an HTTP delay longer than the drill waits.
+    let d = drill("gateway", format!("{}/t1/v1/models", nginx.url()), &proxy)
+        .timeout(TimeoutExpect::new(Duration::from_secs(1)).status(504));
     let result = run(&d, DrillKind::Timeout, &proxy).await;
     result.assert_passed();
     let answered = value(&result, "answer_time");
@@ -613,4 +614,40 @@ faults:
         "fault-proxy:http://127.0.0.1:58191"
     );
     assert!(checks.iter().all(|c| c.timeout().is_some()));
+}
+
+#[tokio::test]
+async fn timeout_through_a_tcp_proxy_with_a_blackhole() {
+    let model = ModelServer::start().await.expect("model fixture");
+    let proxy = Proxy::start(ProxyConfig::new(model.addr().to_string()))
+        .await
+        .expect("fault proxy");
+    let nginx = start(Nginx::builder().upstream(proxy.addr()).location(location(
+        "/t/",
+        "proxy_next_upstream off; proxy_read_timeout 1s;",
+    )))
+    .await;
+    let d = drill("gateway", format!("{}/t/v1/models", nginx.url()), &proxy).timeout(
+        TimeoutExpect::new(Duration::from_secs(1))
+            .fault(Fault::Blackhole)
+            .status(504),
+    );
+    let result = run(&d, DrillKind::Timeout, &proxy).await;
+    result.assert_passed();
+    assert_eq!(value(&result, "attempts"), 1.0, "one connection accepted");
+    // An HTTP fault on a TCP proxy is refused: a harness error naming why.
+    let d = drill("gateway", format!("{}/t/v1/models", nginx.url()), &proxy)
+        .timeout(TimeoutExpect::new(Duration::from_secs(1)));
+    let result = run(&d, DrillKind::Timeout, &proxy).await;
+    assert_eq!(
+        result.outcome.status(),
+        Status::Error,
+        "{:?}",
+        result.outcome
+    );
+    assert!(
+        message(&result).contains("needs an HTTP-mode proxy"),
+        "{}",
+        message(&result)
+    );
 }

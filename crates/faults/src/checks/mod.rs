@@ -142,13 +142,14 @@ impl DrillCheck {
         &self.proxy
     }
 
-    fn fault(&self) -> Option<&Fault> {
+    /// The fault this check applies (`None` when its behaviour is not declared).
+    pub fn fault(&self) -> Option<Fault> {
         let d = &self.drill;
         match self.kind {
-            DrillKind::Retry => d.retry.as_ref().map(|r| &r.fault),
-            DrillKind::CircuitBreaker => d.circuit_breaker.as_ref().map(|b| &b.fault),
-            DrillKind::Timeout => d.timeout.as_ref().map(|t| &t.fault),
-            DrillKind::Degradation => d.degradation.as_ref().map(|g| &g.fault),
+            DrillKind::Retry => d.retry.as_ref().map(|r| r.fault.clone()),
+            DrillKind::CircuitBreaker => d.circuit_breaker.as_ref().map(|b| b.fault.clone()),
+            DrillKind::Timeout => d.timeout.as_ref().map(|t| t.hang_fault()),
+            DrillKind::Degradation => d.degradation.as_ref().map(|g| g.fault.clone()),
         }
     }
 
@@ -216,14 +217,12 @@ impl DrillCheck {
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let head_after = started.elapsed();
         match read_body(resp, &BodyLimit::until(deadline).allowed(bound)).await {
             Ok(body) => Call::Answer(Answer {
                 status,
                 headers,
                 body,
                 elapsed: started.elapsed(),
-                head_after,
             }),
             Err(e) if e.is_unfinished() => Call::Hung { bound },
             Err(e) => Call::Broken {
@@ -290,8 +289,6 @@ struct Answer {
     headers: HeaderMap,
     body: Vec<u8>,
     elapsed: Duration,
-    #[allow(dead_code)]
-    head_after: Duration,
 }
 
 impl Call {
@@ -418,7 +415,7 @@ impl Check for DrillCheck {
     }
 
     async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
-        let Some(fault) = self.fault().cloned() else {
+        let Some(fault) = self.fault() else {
             return Ok(Outcome::skipped(format!(
                 "drill `{}` declares no {} behaviour",
                 self.drill.name, self.kind
