@@ -169,7 +169,11 @@ async fn an_unwritable_report_dir_exits_1_from_the_library() {
     let out = outcome.output.as_ref().expect("the run happened");
     assert_eq!(out.summary.counts.passed, 1, "the check itself passed");
     assert_eq!(out.summary.exit_code(), 0, "the checks alone");
-    assert_eq!(out.report_errors[0].format, "json", "{:?}", out.report_errors);
+    assert_eq!(
+        out.report_errors[0].format, "json",
+        "{:?}",
+        out.report_errors
+    );
     assert_eq!(out.exit_code(), 1);
     assert_eq!(outcome.exit_code, 1);
     assert!(outcome.report_files.is_empty());
