@@ -601,3 +601,119 @@ async fn upstream_down_refused_listen_and_clean_stop() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(TcpStream::connect(other_addr).await.is_err());
 }
+
+#[tokio::test]
+async fn http_toxicity_counts_requests_and_upstream_latency_and_jitter() {
+    let nginx = Nginx::start().await.expect("nginx");
+    let proxy = start(upstream_of(&nginx.url()), Mode::Http).await;
+    let spec = FaultSpec::new(Fault::HttpStatus {
+        status: 500,
+        retry_after: None,
+        body: Some("boom".into()),
+    })
+    .toxicity(0.5)
+    .seed(99);
+    let id = proxy.add(spec.clone()).expect("add");
+    // one keep-alive connection: the draw is per request
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(BOUND)
+        .build()
+        .expect("client");
+    let mut hit = Vec::new();
+    for _ in 0..40 {
+        let r = client
+            .get(format!("{}/health", proxy.url()))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let body = r.text().await.expect("body");
+        if status == 500 {
+            assert_eq!(body, "boom");
+        }
+        hit.push(status == 500);
+    }
+    let expected: Vec<bool> = (0..40).map(|n| spec.hits(n)).collect();
+    assert_eq!(hit, expected);
+    let accepted = proxy
+        .events()
+        .iter()
+        .filter(|e| e.kind == EventKind::Accepted)
+        .count();
+    assert!(accepted <= 2, "keep-alive expected, {accepted} connections");
+    proxy.remove(id);
+
+    // upstream latency with jitter: every request between 150 and 250 ms (plus the request)
+    proxy
+        .add(FaultSpec::new(Fault::Latency {
+            delay: Duration::from_millis(200),
+            jitter: Duration::from_millis(50),
+            direction: Direction::Upstream,
+        }))
+        .expect("add");
+    let fresh = fresh_client(BOUND);
+    let mut times = Vec::new();
+    for _ in 0..6 {
+        times.push(
+            timed_get(&fresh, &format!("{}/health", proxy.url()))
+                .await
+                .0,
+        );
+    }
+    for t in &times {
+        assert!(
+            *t >= Duration::from_millis(145) && *t <= Duration::from_millis(280),
+            "{times:?}"
+        );
+    }
+    let spread = times
+        .iter()
+        .max()
+        .unwrap()
+        .saturating_sub(*times.iter().min().unwrap());
+    assert!(
+        spread >= Duration::from_millis(5),
+        "jitter shows no spread: {times:?}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_input_and_stop_with_open_connections() {
+    let nginx = Nginx::start().await.expect("nginx");
+    let proxy = start(upstream_of(&nginx.url()), Mode::Http).await;
+    // garbage instead of HTTP: an error answer or a close, never a hang or a crash
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"\x00\xff\x13garbage\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(BOUND, stream.read_to_end(&mut got))
+        .await
+        .expect("answered or closed within bound");
+    assert!(got.is_empty() || got.starts_with(b"HTTP/1.1 4"), "{got:?}");
+    // the proxy still works
+    let (_, body) = timed_get(&fresh_client(BOUND), &format!("{}/health", proxy.url())).await;
+    assert!(String::from_utf8_lossy(&body).contains("ok"));
+
+    // a blackholed connection is ended by stop, and stop returns promptly
+    proxy.add(FaultSpec::new(Fault::Blackhole)).expect("add");
+    let mut held = TcpStream::connect(proxy.addr()).await.expect("connect");
+    held.write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    proxy.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(BOUND, held.read(&mut buf))
+        .await
+        .expect("closed by stop");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}

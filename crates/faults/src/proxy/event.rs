@@ -49,7 +49,7 @@ pub enum EventKind {
     Request {
         /// The method.
         method: String,
-        /// The path and query.
+        /// The path, without the query (a query may carry a key).
         path: String,
     },
     /// The proxy answered a request with this status (HTTP mode).

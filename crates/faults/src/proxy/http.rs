@@ -109,10 +109,8 @@ async fn handle(
     upstream: Arc<tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    // The path without the query: a query may carry a key, and the log is output.
+    let path = req.uri().path().to_owned();
     shared.record(
         conn,
         EventKind::Request {
