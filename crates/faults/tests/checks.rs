@@ -202,11 +202,15 @@ async fn timeout_passes_when_declared_and_fails_when_the_real_one_is_longer() {
     };
     let declared = TimeoutExpect::new(Duration::from_secs(1))
         .fault(hang.clone())
-        .status(504);
+        .status(504)
+        .margin(Duration::from_millis(900));
 
     // The default fault: an HTTP delay longer than the drill waits.
-    let d = drill("gateway", format!("{}/t1/v1/models", nginx.url()), &proxy)
-        .timeout(TimeoutExpect::new(Duration::from_secs(1)).status(504));
+    let d = drill("gateway", format!("{}/t1/v1/models", nginx.url()), &proxy).timeout(
+        TimeoutExpect::new(Duration::from_secs(1))
+            .status(504)
+            .margin(Duration::from_millis(900)),
+    );
     let result = run(&d, DrillKind::Timeout, &proxy).await;
     result.assert_passed();
     let answered = value(&result, "answer_time");
@@ -223,7 +227,7 @@ async fn timeout_passes_when_declared_and_fails_when_the_real_one_is_longer() {
         result.outcome
     );
     assert!(
-        message(&result).contains("later than its declared timeout 1.000s"),
+        message(&result).contains("later than its declared timeout 1.000s (+900ms margin)"),
         "{}",
         message(&result)
     );
