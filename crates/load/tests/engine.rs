@@ -683,3 +683,28 @@ fn the_plan_sends_one_host_and_the_url_path_and_query() {
     assert_eq!(plan.uri(), "http://127.0.0.1:8080/p");
     assert!(!plan.headers().contains_key("host"));
 }
+
+#[tokio::test]
+async fn live_counters_follow_the_run_while_it_goes() {
+    let nginx = Nginx::builder().start().await.expect("nginx");
+    let s = open(
+        &format!("{}/", nginx.url()),
+        OpenModel::constant(20.0, Duration::from_secs(2)),
+    );
+    let plan = Plan::from_scenario(&s, Bodies::none()).expect("plan");
+    let control = Control::new();
+    let live = control.live.clone();
+    let watch = tokio::spawn(async move {
+        tokio::time::sleep(ms(1000)).await;
+        (
+            live.sent.load(Ordering::Relaxed),
+            live.completed.load(Ordering::Relaxed),
+        )
+    });
+    let r = run_with(&plan, &control).await;
+    let (sent, completed) = watch.await.expect("watcher");
+    // About 20 due in the first second; the counters lag by at most 100 ms.
+    assert!((15..=21).contains(&sent), "{sent}");
+    assert!((15..=21).contains(&completed), "{completed}");
+    assert_eq!(r.samples.len(), 40);
+}

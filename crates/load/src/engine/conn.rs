@@ -43,7 +43,7 @@ type H1Driver = Pin<Box<http1::Connection<TokioIo<TcpStream>, ReqBody>>>;
 ///
 /// HTTP/1.1: the connection future is polled inline by the task that uses the connection
 /// (see [`drive`]), not spawned: one task per connection, no wake-ups between a request task
-/// and a connection task (measured: fewer cycles per request than a spawned connection).
+/// and a connection task.
 /// HTTP/2: the connection runs as its own task on the thread's `LocalSet` (hyper spawns its
 /// stream tasks there too).
 pub(crate) enum Conn {

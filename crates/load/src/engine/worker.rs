@@ -441,7 +441,20 @@ pub(crate) fn thread_main<S: SampleSink>(
                 }
             });
         }
-        while tasks.join_next().await.is_some() {}
+        // Counts that wait in `pending` (less than FLUSH_EVERY after the last flush) reach
+        // the live counters within 100 ms even when no further request finishes.
+        let ticker = async {
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                local.flush();
+            }
+        };
+        tokio::select! {
+            _ = async { while tasks.join_next().await.is_some() {} } => {}
+            _ = ticker => {}
+        }
     });
     // Close every connection before handing the results back.
     drop(set);
