@@ -254,3 +254,71 @@ async fn run_configured_exit_codes_for_bad_config_nothing_to_run_and_cancel() {
     // The partial report is still written.
     assert!(dir.path().join("reports/report.json").is_file());
 }
+
+/// Set in the child process of `load_reads_the_dotenv_file_as_the_binary_does`.
+const DOTENV_CHILD: &str = "CITADEL_ITEST_EMBEDDING_DOTENV_CHILD";
+
+#[test]
+fn load_reads_the_dotenv_file_as_the_binary_does() {
+    if let Some(expect) = std::env::var_os(DOTENV_CHILD) {
+        // The child: its working directory holds `.env` and `itest.yaml`.
+        let loaded = citadel_itest::load(&["itest.yaml".into()], Vec::new());
+        match expect.to_str() {
+            Some("ok") => {
+                let loaded = loaded.expect("valid with the .env values");
+                assert_eq!(
+                    loaded.config.run.concurrency, 3,
+                    "CITADEL_ITEST__* from .env"
+                );
+                let ids: Vec<String> = citadel_itest::select(&loaded.testers, &[], &[])
+                    .iter()
+                    .map(|(_, c)| c.id().to_string())
+                    .collect();
+                assert_eq!(ids, ["basic.from_dotenv.connectivity"]);
+            }
+            _ => {
+                let err = loaded
+                    .err()
+                    .expect("a bad .env line is an error")
+                    .to_string();
+                assert!(err.contains(".env:2"), "{err}");
+                assert!(!err.contains("hunter2"), "the line is not echoed: {err}");
+            }
+        }
+        return;
+    }
+    for (env_file, expect) in [
+        (
+            "CITADEL_ITEST__RUN__CONCURRENCY=3\nTARGET_NAME=from_dotenv\n",
+            "ok",
+        ),
+        ("A=1\nthis line hunter2 is not an assignment\n", "bad"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), env_file).unwrap();
+        std::fs::write(
+            dir.path().join("itest.yaml"),
+            "basic:\n  targets:\n    - name: ${TARGET_NAME:-unset}\n      url: tcp://127.0.0.1:9\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "load_reads_the_dotenv_file_as_the_binary_does",
+                "--nocapture",
+            ])
+            .current_dir(dir.path())
+            .env(DOTENV_CHILD, expect)
+            .env_remove("CITADEL_ITEST__RUN__CONCURRENCY")
+            .env_remove("TARGET_NAME")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "child ({expect}) failed:\n{text}");
+        assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+    }
+}
