@@ -726,6 +726,8 @@ fn line_chart(
     let t1 = t.last().copied().unwrap_or(1.0).max(t0 + 1.0);
     let px = |x: f64| PAD_L + (x - t0) / (t1 - t0) * plot_w;
     let py = |y: f64| PAD_T + plot_h - (y / top).clamp(0.0, 1.0) * plot_h;
+    // Whole seconds unless the run is too short for five distinct ones.
+    let decimals = if t1 - t0 < 8.0 { 1 } else { 0 };
     for i in 0..=4 {
         let x = t0 + (t1 - t0) * i as f64 / 4.0;
         let _ = write!(
@@ -733,7 +735,7 @@ fn line_chart(
             "<text x=\"{:.1}\" y=\"{:.1}\" class=\"xl\">{}s</text>",
             px(x),
             CHART_H - PAD_B + 16.0,
-            fmt_fixed(x, 0)
+            fmt_fixed(x, decimals)
         );
     }
     for (si, (name, colour, tx, ys)) in sampled.iter().enumerate() {
