@@ -9,6 +9,6 @@ cargo build --quiet -p citadel-itest --bin citadel-itest
 rc=0
 target/debug/citadel-itest run --config config/local.yaml --report-dir target/itest-reports "$@" || rc=$?
 echo
-echo "reports: target/itest-reports/report.json, target/itest-reports/junit.xml"
+echo "reports: target/itest-reports/{report.json,junit.xml,report.html,summary.md}"
 echo "stop the stack with: scripts/services.sh down"
 exit $rc
