@@ -108,7 +108,9 @@ impl RunRequest {
     }
 
     /// Whether Ctrl-C cancels the run (default yes; a second Ctrl-C exits the process with 130
-    /// at once). Turn it off when the embedding program handles signals itself.
+    /// at once). Turn it off when the embedding program handles signals itself: once Tokio has
+    /// taken SIGINT it keeps it for the rest of the process, so after such a run Ctrl-C no
+    /// longer ends a long-lived program by default.
     pub fn ctrl_c(mut self, yes: bool) -> Self {
         self.ctrl_c = yes;
         self
