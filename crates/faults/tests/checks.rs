@@ -655,3 +655,53 @@ async fn timeout_through_a_tcp_proxy_with_a_blackhole() {
         message(&result)
     );
 }
+
+#[tokio::test]
+async fn circuit_breaker_with_another_threshold_or_interval_fails() {
+    let (_model, proxy) = backend().await;
+    let upstream = format!("{}/v1/models", proxy.url());
+    let declared =
+        BreakerExpect::new(3, Duration::from_secs(1)).tolerance(Duration::from_millis(300));
+
+    // Opens after 2 failures; declared 3.
+    let early = Breaker {
+        threshold: 2,
+        ..breaker(true)
+    };
+    let url = breaker_service(upstream.clone(), early).await;
+    let d = drill("svc", url, &proxy).circuit_breaker(declared.clone());
+    let result = run(&d, DrillKind::CircuitBreaker, &proxy).await;
+    assert_eq!(
+        result.outcome.status(),
+        Status::Failed,
+        "{:?}",
+        result.outcome
+    );
+    assert!(
+        message(&result).contains("the breaker opened after 2 failures: call 3"),
+        "{}",
+        message(&result)
+    );
+
+    // Open for 400 ms; declared 1 s.
+    let short = Breaker {
+        open_for: Duration::from_millis(400),
+        ..breaker(true)
+    };
+    let url = breaker_service(upstream, short).await;
+    let d = drill("svc", url, &proxy).circuit_breaker(declared);
+    let result = run(&d, DrillKind::CircuitBreaker, &proxy).await;
+    assert_eq!(
+        result.outcome.status(),
+        Status::Failed,
+        "{:?}",
+        result.outcome
+    );
+    assert!(
+        message(&result).contains("the breaker stayed open for only"),
+        "{}",
+        message(&result)
+    );
+    let open = value(&result, "open_interval");
+    assert!((380.0..700.0).contains(&open), "{open}");
+}
