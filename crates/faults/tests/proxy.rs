@@ -644,7 +644,8 @@ async fn http_toxicity_counts_requests_and_upstream_latency_and_jitter() {
     assert!(accepted <= 2, "keep-alive expected, {accepted} connections");
     proxy.remove(id);
 
-    // upstream latency with jitter: every request between 150 and 250 ms (plus the request)
+    // upstream latency with jitter: every request between 150 and 250 ms (plus the request and
+    // slack for a loaded machine)
     proxy
         .add(FaultSpec::new(Fault::Latency {
             delay: Duration::from_millis(200),
@@ -663,7 +664,7 @@ async fn http_toxicity_counts_requests_and_upstream_latency_and_jitter() {
     }
     for t in &times {
         assert!(
-            *t >= Duration::from_millis(145) && *t <= Duration::from_millis(280),
+            *t >= Duration::from_millis(145) && *t <= Duration::from_millis(350),
             "{times:?}"
         );
     }
