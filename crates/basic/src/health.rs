@@ -21,7 +21,8 @@ use crate::connectivity::timed_out;
 /// checks each answer: the status (the configured one, else any 2xx) and, when configured, a
 /// JSON pointer in the body.
 ///
-/// Measures `latency_p50`, `latency_p95` (held to `< latency_p95_limit`), `latency_max` (each
+/// Measures `latency_p50`, `latency_p95` (held to `<` [`HealthCheck::latency_p95_limit`], default
+/// 200 ms), `latency_max` (each
 /// request until its whole body arrived, in ms) and `samples`. A wrong status or body fails
 /// with the request, what came back and what was expected:
 /// `GET http://127.0.0.1:58080/health returned 503, expected 2xx: ...`. No proxy is used and
@@ -68,10 +69,21 @@ impl fmt::Debug for HealthCheck {
 }
 
 impl HealthCheck {
-    /// The health check of `target`; `latency_p95` must stay below `latency_p95_limit`. Its
-    /// timeout is the target's `timeout` (else the runner's default). Without a `health_path`
-    /// the check is skipped; an unusable URL makes it end in a harness error.
-    pub fn new(target: &TargetConfig, latency_p95_limit: Duration) -> Self {
+    /// The health check of `target`: `latency_p95` must stay below 200 ms (the default
+    /// `performance_targets.latency_p95`) unless [`HealthCheck::latency_p95_limit`] says
+    /// otherwise. Its timeout is the target's `timeout` (else the runner's default). It carries
+    /// no retry policy: add [`retry_until_ready`](citadel_itest_core::CheckExt::retry_until_ready)
+    /// when the service may still be starting. Without a `health_path` the check is skipped; an
+    /// unusable URL makes it end in a harness error.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use citadel_itest_basic::{HealthCheck, TargetConfig};
+    ///
+    /// let target = TargetConfig::new("gateway", "http://127.0.0.1:58080").health_path("/health");
+    /// let check = HealthCheck::new(&target).latency_p95_limit(Duration::from_millis(50));
+    /// ```
+    pub fn new(target: &TargetConfig) -> Self {
         let url = target
             .health_path
             .as_deref()
@@ -84,10 +96,17 @@ impl HealthCheck {
             expect_json: target.expect_json.clone(),
             samples: target.samples,
             auth: target.auth.clone(),
-            latency_p95_limit,
+            latency_p95_limit: crate::connectivity::DEFAULT_LIMIT,
             timeout: target.timeout,
             max_body: DEFAULT_MAX_BODY,
         }
+    }
+
+    /// `latency_p95` must stay below `limit` (default 200 ms; the tester uses
+    /// `performance_targets.latency_p95`).
+    pub fn latency_p95_limit(mut self, limit: Duration) -> Self {
+        self.latency_p95_limit = limit;
+        self
     }
 
     /// Read at most `bytes` of each answer's body (default
@@ -316,7 +335,7 @@ mod tests {
     use super::*;
 
     fn check(target: TargetConfig) -> HealthCheck {
-        HealthCheck::new(&target, Duration::from_millis(200))
+        HealthCheck::new(&target).latency_p95_limit(Duration::from_millis(200))
     }
 
     fn body(text: &str) -> &[u8] {

@@ -20,7 +20,7 @@
 //! let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
 //! let target = TargetConfig::new("gateway", format!("http://127.0.0.1:{port}"))
 //!     .timeout(Duration::from_secs(2));
-//! let check = ConnectivityCheck::new(&target, Duration::from_millis(200));
+//! let check = ConnectivityCheck::new(&target).connect_time_limit(Duration::from_millis(200));
 //!
 //! let result = run_one(&check).await;
 //! assert_eq!(result.outcome.status(), Status::Failed);
@@ -66,16 +66,40 @@ pub struct BasicTester {
 }
 
 impl BasicTester {
-    /// A tester over `config`: checks time out after the target's `timeout` (else
-    /// `run.timeout`), retry until ready with `run`'s policy, and hold `connect_time` and
-    /// `latency_p95` to `targets.latency_p95`.
-    pub fn new(config: BasicConfig, run: &RunSettings, targets: &PerformanceTargets) -> Self {
+    /// A tester over `config` with the default [`RunSettings`] and [`PerformanceTargets`]:
+    /// checks time out after the target's `timeout` (else `run.timeout`), retry until ready
+    /// with `run`'s policy, and hold `connect_time` and `latency_p95` to
+    /// `targets.latency_p95`. Every tester is built the same way:
+    ///
+    /// ```
+    /// use citadel_itest_basic::{BasicConfig, BasicTester, TargetConfig};
+    /// use citadel_itest_core::config::{PerformanceTargets, RunSettings};
+    ///
+    /// let config = BasicConfig::new().target(TargetConfig::new("gateway", "http://127.0.0.1:58080"));
+    /// let tester = BasicTester::new(config)
+    ///     .run_settings(&RunSettings::default())
+    ///     .performance_targets(&PerformanceTargets::default());
+    /// ```
+    pub fn new(config: BasicConfig) -> Self {
         BasicTester {
             config,
-            timeout: run.timeout,
-            retry: run.retry_policy(),
-            latency_p95: targets.latency_p95,
+            timeout: RunSettings::default().timeout,
+            retry: RunSettings::default().retry_policy(),
+            latency_p95: PerformanceTargets::default().latency_p95,
         }
+    }
+
+    /// Takes `run.timeout` and `run`'s retry policy (`run.retries`, `run.retry_backoff`).
+    pub fn run_settings(mut self, run: &RunSettings) -> Self {
+        self.timeout = run.timeout;
+        self.retry = run.retry_policy();
+        self
+    }
+
+    /// Holds `connect_time` and `latency_p95` to `targets.latency_p95`.
+    pub fn performance_targets(mut self, targets: &PerformanceTargets) -> Self {
+        self.latency_p95 = targets.latency_p95;
+        self
     }
 
     /// The section this tester was built from.
@@ -94,14 +118,16 @@ impl IntegrationTester for BasicTester {
         for target in &self.config.targets {
             let timeout = target.timeout.unwrap_or(self.timeout);
             checks.push(
-                ConnectivityCheck::new(target, self.latency_p95)
+                ConnectivityCheck::new(target)
+                    .connect_time_limit(self.latency_p95)
                     .with_timeout(timeout)
                     .retry_until_ready(self.retry)
                     .boxed(),
             );
             if target.health_path.is_some() {
                 checks.push(
-                    HealthCheck::new(target, self.latency_p95)
+                    HealthCheck::new(target)
+                        .latency_p95_limit(self.latency_p95)
                         .with_timeout(timeout)
                         .retry_until_ready(self.retry)
                         .boxed(),
@@ -120,11 +146,11 @@ pub fn from_config(config: &Config, problems: &mut Vec<ConfigProblem>) -> Option
     if problems.len() > before {
         return None;
     }
-    Some(BasicTester::new(
-        section,
-        &config.run,
-        &config.performance_targets,
-    ))
+    Some(
+        BasicTester::new(section)
+            .run_settings(&config.run)
+            .performance_targets(&config.performance_targets),
+    )
 }
 
 #[cfg(test)]
@@ -145,7 +171,9 @@ mod tests {
             retries: 2,
             ..RunSettings::default()
         };
-        let tester = BasicTester::new(config, &run, &PerformanceTargets::default());
+        let tester = BasicTester::new(config)
+            .run_settings(&run)
+            .performance_targets(&PerformanceTargets::default());
         let checks = tester.checks();
         let ids: Vec<&str> = checks.iter().map(|c| c.id().as_str()).collect();
         assert_eq!(

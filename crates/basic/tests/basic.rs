@@ -33,14 +33,12 @@ fn tester(run: &RunSettings, targets: impl IntoIterator<Item = TargetConfig>) ->
     let config = targets
         .into_iter()
         .fold(BasicConfig::new(), BasicConfig::target);
-    BasicTester::new(
-        config,
-        run,
-        &PerformanceTargets {
+    BasicTester::new(config)
+        .run_settings(run)
+        .performance_targets(&PerformanceTargets {
             latency_p95: LIMIT,
             ..Default::default()
-        },
-    )
+        })
 }
 
 /// Runs every check of a tester, one after the other, like a suite would.
@@ -82,7 +80,7 @@ async fn postgres_is_reachable_then_refused_once_stopped() {
     let mut pg = Postgres::start().await.expect("start postgres");
     // The DSN carries the superuser's password: it must never be printed.
     let target = TargetConfig::new("db", pg.dsn()).timeout(Duration::from_secs(5));
-    let check = ConnectivityCheck::new(&target, LIMIT);
+    let check = ConnectivityCheck::new(&target).connect_time_limit(LIMIT);
     assert_eq!(check.id().as_str(), "basic.db.connectivity");
     assert_eq!(check.category(), Category::Connectivity);
 
@@ -132,7 +130,7 @@ async fn prometheus_readiness_passes_with_latencies() {
         .health_path("/-/ready")
         .samples(7)
         .timeout(Duration::from_secs(10));
-    let check = HealthCheck::new(&target, LIMIT);
+    let check = HealthCheck::new(&target).latency_p95_limit(LIMIT);
     assert_eq!(check.id().as_str(), "basic.prometheus.health");
     assert_eq!(check.category(), Category::Health);
     let result = run_one(&check).await;
@@ -168,10 +166,11 @@ async fn prometheus_buildinfo_json_pointer_is_asserted() {
             .timeout(Duration::from_secs(10))
     };
 
-    let result = run_one(&HealthCheck::new(&target(json!("success")), LIMIT)).await;
+    let result =
+        run_one(&HealthCheck::new(&target(json!("success"))).latency_p95_limit(LIMIT)).await;
     assert_latencies(&result, 3);
 
-    let result = run_one(&HealthCheck::new(&target(json!("nope")), LIMIT)).await;
+    let result = run_one(&HealthCheck::new(&target(json!("nope"))).latency_p95_limit(LIMIT)).await;
     assert_eq!(
         result.outcome.status(),
         Status::Failed,
@@ -193,7 +192,7 @@ async fn prometheus_buildinfo_json_pointer_is_asserted() {
     let missing = TargetConfig::new("prometheus", prom.url())
         .health_path("/api/v1/status/buildinfo")
         .expect_json("/data/no_such_field", json!(1));
-    let result = run_one(&HealthCheck::new(&missing, LIMIT)).await;
+    let result = run_one(&HealthCheck::new(&missing).latency_p95_limit(LIMIT)).await;
     assert_eq!(result.outcome.status(), Status::Failed);
     let message = result.outcome.message().unwrap();
     assert!(
@@ -222,7 +221,7 @@ async fn nginx_health_passes_and_wrong_answers_fail() {
     );
 
     let down = TargetConfig::new("gateway", nginx.url()).health_path("/down");
-    let result = run_one(&HealthCheck::new(&down, LIMIT)).await;
+    let result = run_one(&HealthCheck::new(&down).latency_p95_limit(LIMIT)).await;
     assert_eq!(result.outcome.status(), Status::Failed);
     assert_eq!(
         result.outcome.message().unwrap(),
@@ -235,7 +234,7 @@ async fn nginx_health_passes_and_wrong_answers_fail() {
     let wrong_status = TargetConfig::new("gateway", nginx.url())
         .health_path("/health")
         .expect_status(204);
-    let result = run_one(&HealthCheck::new(&wrong_status, LIMIT)).await;
+    let result = run_one(&HealthCheck::new(&wrong_status).latency_p95_limit(LIMIT)).await;
     assert_eq!(
         result.outcome.message().unwrap(),
         format!(
@@ -264,7 +263,7 @@ async fn credentials_are_sent_to_nginx() {
         .health_path("/bearer")
         .samples(2)
         .auth(Auth::bearer(Secret::inline("tok-4711-abcdef")));
-    run_one(&HealthCheck::new(&bearer, LIMIT))
+    run_one(&HealthCheck::new(&bearer).latency_p95_limit(LIMIT))
         .await
         .assert_passed();
 
@@ -272,14 +271,14 @@ async fn credentials_are_sent_to_nginx() {
         .health_path("/basic")
         .samples(2)
         .auth(Auth::basic("ops", Secret::inline("pw-0815-ghijk")));
-    run_one(&HealthCheck::new(&basic, LIMIT))
+    run_one(&HealthCheck::new(&basic).latency_p95_limit(LIMIT))
         .await
         .assert_passed();
 
     let wrong = TargetConfig::new("gateway", nginx.url())
         .health_path("/bearer")
         .auth(Auth::bearer(Secret::inline("tok-wrong-000000")));
-    let result = run_one(&HealthCheck::new(&wrong, LIMIT)).await;
+    let result = run_one(&HealthCheck::new(&wrong).latency_p95_limit(LIMIT)).await;
     assert_eq!(result.outcome.status(), Status::Failed);
     assert!(
         result
@@ -294,7 +293,7 @@ async fn credentials_are_sent_to_nginx() {
         .auth(Auth::bearer(Secret::env(
             "CITADEL_ITEST_BASIC_TEST_NEVER_SET",
         )));
-    let result = run_one(&HealthCheck::new(&missing, LIMIT)).await;
+    let result = run_one(&HealthCheck::new(&missing).latency_p95_limit(LIMIT)).await;
     assert_eq!(
         result.outcome,
         Outcome::error(
@@ -397,7 +396,7 @@ async fn hanging_listener_times_out_within_the_target_timeout() {
     }
 
     // It accepts connections: connectivity passes.
-    run_one(&ConnectivityCheck::new(&target, LIMIT))
+    run_one(&ConnectivityCheck::new(&target).connect_time_limit(LIMIT))
         .await
         .assert_passed();
 
@@ -405,7 +404,7 @@ async fn hanging_listener_times_out_within_the_target_timeout() {
     let tls = TargetConfig::new("stuck", format!("https://127.0.0.1:{}", hanging.port()))
         .timeout(Duration::from_millis(500));
     let started = Instant::now();
-    let result = run_one(&ConnectivityCheck::new(&tls, LIMIT)).await;
+    let result = run_one(&ConnectivityCheck::new(&tls).connect_time_limit(LIMIT)).await;
     assert!(
         started.elapsed() < Duration::from_millis(1000),
         "took {:?}",
@@ -428,7 +427,7 @@ async fn https_to_a_plain_http_server_fails_the_tls_handshake() {
     let nginx = Nginx::start().await.expect("start nginx");
     let target = TargetConfig::new("gateway", format!("https://127.0.0.1:{}", nginx.port()))
         .timeout(Duration::from_secs(5));
-    let result = run_one(&ConnectivityCheck::new(&target, LIMIT)).await;
+    let result = run_one(&ConnectivityCheck::new(&target).connect_time_limit(LIMIT)).await;
     assert_eq!(
         result.outcome.status(),
         Status::Failed,
@@ -700,8 +699,8 @@ basic:
 
     let mut debug = format!("{tester:?}");
     for target in &tester.config().targets {
-        let connectivity = ConnectivityCheck::new(target, LIMIT);
-        let health = HealthCheck::new(target, LIMIT);
+        let connectivity = ConnectivityCheck::new(target).connect_time_limit(LIMIT);
+        let health = HealthCheck::new(target).latency_p95_limit(LIMIT);
         debug.push_str(&format!("\n{target:?}\n{connectivity:?}\n{health:?}"));
     }
     assert!(!debug.contains(TOKEN), "{debug}");
@@ -752,7 +751,8 @@ basic:
 async fn embedded_checks_compose_with_core_wrappers() {
     let port = closed_port().expect("closed port");
     let target = TargetConfig::new("gateway", format!("http://127.0.0.1:{port}"));
-    let check = ConnectivityCheck::new(&target, LIMIT)
+    let check = ConnectivityCheck::new(&target)
+        .connect_time_limit(LIMIT)
         .with_timeout(Duration::from_secs(2))
         .retry_until_ready(RetryPolicy::new(1, Duration::from_millis(20)));
     let result = run_one(&check).await;
@@ -760,7 +760,7 @@ async fn embedded_checks_compose_with_core_wrappers() {
     assert_eq!(result.outcome.status(), Status::Failed);
 
     // No health_path: the health check says so instead of guessing.
-    let result = run_one(&HealthCheck::new(&target, LIMIT)).await;
+    let result = run_one(&HealthCheck::new(&target).latency_p95_limit(LIMIT)).await;
     assert_eq!(
         result.outcome,
         Outcome::skipped("target gateway has no health_path")
@@ -768,6 +768,6 @@ async fn embedded_checks_compose_with_core_wrappers() {
 
     // An unusable URL is a harness error, not a pass.
     let bad = TargetConfig::new("bad", "tcp://127.0.0.1");
-    let result = run_one(&ConnectivityCheck::new(&bad, LIMIT)).await;
+    let result = run_one(&ConnectivityCheck::new(&bad).connect_time_limit(LIMIT)).await;
     assert_eq!(result.outcome.status(), Status::Error);
 }

@@ -20,7 +20,7 @@ fn health(server: &LyingServer) -> HealthCheck {
     let target = TargetConfig::new("liar", server.url())
         .health_path("/health")
         .timeout(BUDGET);
-    HealthCheck::new(&target, LIMIT)
+    HealthCheck::new(&target).latency_p95_limit(LIMIT)
 }
 
 /// Run `check`, asserting it ends within its budget plus a second.

@@ -14,7 +14,7 @@
 //! // A loopback port nothing listens on: the check must fail, and say why.
 //! let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
 //! let target = TargetConfig::new("nobody", format!("tcp://127.0.0.1:{port}"));
-//! let check = ConnectivityCheck::new(&target, std::time::Duration::from_millis(200));
+//! let check = ConnectivityCheck::new(&target);
 //! let result = run_one(&check).await;
 //! assert_eq!(result.outcome.status(), Status::Failed);
 //! assert!(result.outcome.message().unwrap().contains("connection refused"));
