@@ -6,7 +6,9 @@
 #   (REST 56333, gRPC 56334, API key) and the gateway (nginx) 58080 in front of the model backends.
 #   Alertmanager 59093 (no gossip; every alert to the webhook 127.0.0.1:59095/alerts, where the
 #   alert drill listens while it runs) and the Pushgateway 59091; Prometheus evaluates the
-#   `citadel` rules every second and sends alerts to that Alertmanager.
+#   `citadel` rules every second and sends alerts to that Alertmanager. A fault proxy
+#   (`citadel-itest proxy`, HTTP mode) 58113 in front of model-c, with its control API 58190:
+#   the gateway's `/drill/` route reaches model-c only through it (the fault drills' target).
 # Usage: scripts/services.sh up|down|status|env      (idempotent; `up` prints the env it exports)
 # Secrets (Postgres password, Qdrant API key) live in files under target/services/; only their
 # paths are printed. CITADEL_FIXTURES_BIN may name an already built citadel-itest-fixtures binary.
@@ -21,6 +23,20 @@ MODEL_PORTS=(58101 58102 58103) MODEL_IDS=(model-a model-b model-c)
 MODELS="llama-3-8b,mistral-7b,text-embedding-small"
 QDRANT_HTTP_PORT=56333 QDRANT_GRPC_PORT=56334
 AM_PORT=59093 PUSHGW_PORT=59091 WEBHOOK_PORT=59095
+FAULT_PROXY_PORT=58113 FAULT_CONTROL_PORT=58190
+
+# The stack's fixed ports lie in Linux's ephemeral range (32768-60999): a busy machine (load
+# tests open thousands of client connections) can hand one of them to an outgoing connection,
+# and the service then cannot bind ("address already in use"). As root, reserve them so the
+# kernel never picks them as ephemeral ports (best effort; explicit binds are unaffected).
+reserve_ports() {
+  local file=/proc/sys/net/ipv4/ip_local_reserved_ports
+  [ "$(id -u)" -eq 0 ] && [ -w "$file" ] || return 0
+  local want="$PG_PORT,$QDRANT_HTTP_PORT-$QDRANT_GRPC_PORT,$GW_PORT,${MODEL_PORTS[0]}-${MODEL_PORTS[2]}"
+  want="$want,$FAULT_PROXY_PORT,$FAULT_CONTROL_PORT,$PUSHGW_PORT-$WEBHOOK_PORT"
+  local have; have=$(cat "$file")
+  echo "${have:+$have,}$want" > "$file" 2>/dev/null || true
+}
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
 
@@ -111,6 +127,27 @@ fixtures_bin() {
   if [ -n "${CITADEL_FIXTURES_BIN:-}" ]; then echo "$CITADEL_FIXTURES_BIN"; return 0; fi
   cargo build --quiet -p citadel-itest-testkit --features fixtures-bin --bin citadel-itest-fixtures >&2
   echo "$PWD/target/debug/citadel-itest-fixtures"
+}
+
+citadel_bin() {
+  if [ -n "${CITADEL_BIN:-}" ]; then echo "$CITADEL_BIN"; return 0; fi
+  cargo build --quiet -p citadel-itest --bin citadel-itest >&2
+  echo "$PWD/target/debug/citadel-itest"
+}
+
+# The fault proxy between the gateway's /drill/ route and model-c (HTTP mode, so HTTP and SSE
+# faults apply), with its REST control API; no fault is active until a drill adds one.
+fault_proxy_up() {
+  local dir="$ROOT/fault-proxy" bin
+  mkdir -p "$dir"
+  if pid_alive "$dir/pid"; then return 0; fi
+  port_free $FAULT_PROXY_PORT; port_free $FAULT_CONTROL_PORT
+  bin=$(citadel_bin)
+  nohup "$bin" proxy --listen "127.0.0.1:$FAULT_PROXY_PORT" --upstream "127.0.0.1:${MODEL_PORTS[2]}" \
+    --mode http --control "127.0.0.1:$FAULT_CONTROL_PORT" >"$dir/proxy.log" 2>&1 &
+  echo $! > "$dir/pid"
+  wait_for "fault proxy control on 127.0.0.1:$FAULT_CONTROL_PORT" 30 http_ok $FAULT_CONTROL_PORT /faults \
+    || { tail -20 "$dir/proxy.log" >&2; return 1; }
 }
 
 models_up() {
@@ -292,6 +329,12 @@ http {
     server 127.0.0.1:${MODEL_PORTS[2]} max_fails=1 fail_timeout=5s;
     keepalive 16;
   }
+  # model-c through the fault proxy, listed twice so one failed attempt is retried once.
+  upstream drill {
+    server 127.0.0.1:$FAULT_PROXY_PORT max_fails=0;
+    server 127.0.0.1:$FAULT_PROXY_PORT max_fails=0;
+    keepalive 4;
+  }
   server {
     listen 127.0.0.1:$GW_PORT;
     # Like Citadel's gateway, bodies over 1 MiB get an OpenAI-format 413, not nginx's HTML page.
@@ -308,6 +351,25 @@ http {
       proxy_connect_timeout 2s;
       proxy_next_upstream error timeout http_502 http_503;
       proxy_next_upstream_tries 3;
+    }
+    # The fault drills' route (config/local.yaml, section faults): a 502 is retried once, the backend
+    # has 2 s to answer (504 after), and a failing backend gets an OpenAI-format 503 with
+    # Retry-After instead of nginx's HTML page.
+    location /drill/ {
+      proxy_pass http://drill/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_read_timeout 2s;
+      proxy_connect_timeout 2s;
+      proxy_next_upstream error http_502;
+      proxy_next_upstream_tries 2;
+      proxy_intercept_errors on;
+      error_page 502 503 = @drill_fallback;
+    }
+    location @drill_fallback {
+      default_type application/json;
+      add_header Retry-After 5 always;
+      return 503 '{"error":{"message":"The model backend is unavailable; try again shortly.","type":"server_error","param":null,"code":"backend_unavailable"}}';
     }
   }
 }
@@ -328,6 +390,7 @@ export CITADEL_PG_PASSWORD_FILE=$ROOT/postgres/password
 export CITADEL_PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
 export CITADEL_ALERTMANAGER_URL=http://127.0.0.1:$AM_PORT
 export CITADEL_PUSHGATEWAY_URL=http://127.0.0.1:$PUSHGW_PORT
+export CITADEL_FAULT_PROXY_CONTROL_URL=http://127.0.0.1:$FAULT_CONTROL_PORT
 export CITADEL_ALERT_WEBHOOK_URL=http://127.0.0.1:$WEBHOOK_PORT/alerts
 export CITADEL_GATEWAY_URL=http://127.0.0.1:$GW_PORT
 export CITADEL_MODEL_URLS=http://127.0.0.1:${MODEL_PORTS[0]},http://127.0.0.1:${MODEL_PORTS[1]},http://127.0.0.1:${MODEL_PORTS[2]}
@@ -357,6 +420,7 @@ down() {
   stop_pidfile "$ROOT/alertmanager/pid"
   stop_pidfile "$ROOT/pushgateway/pid"
   stop_pidfile "$ROOT/gateway/nginx.pid"
+  stop_pidfile "$ROOT/fault-proxy/pid"
   local id
   for id in "${MODEL_IDS[@]}"; do stop_pidfile "$ROOT/models/$id.pid"; done
   stop_pidfile "$ROOT/qdrant/pid"
@@ -374,6 +438,8 @@ status() {
     pid_alive "$ROOT/models/${MODEL_IDS[$i]}.pid" && echo "${MODEL_IDS[$i]}    up   127.0.0.1:${MODEL_PORTS[$i]}" \
       || { echo "${MODEL_IDS[$i]}    down"; rc=1; }
   done
+  pid_alive "$ROOT/fault-proxy/pid" && echo "fault-proxy up  127.0.0.1:$FAULT_PROXY_PORT -> model-c (control 127.0.0.1:$FAULT_CONTROL_PORT)" \
+    || { echo "fault-proxy down"; rc=1; }
   pid_alive "$ROOT/qdrant/pid" && echo "qdrant     up   127.0.0.1:$QDRANT_HTTP_PORT (REST) 127.0.0.1:$QDRANT_GRPC_PORT (gRPC)" \
     || { echo "qdrant     down"; rc=1; }
   return $rc
@@ -383,7 +449,8 @@ case "${1:-}" in
   up)
     ensure_packages
     mkdir -p "$ROOT"
-    pg_up; models_up; qdrant_up; alertmanager_up; pushgateway_up; prom_up; gw_up
+    reserve_ports
+    pg_up; models_up; fault_proxy_up; qdrant_up; alertmanager_up; pushgateway_up; prom_up; gw_up
     status >&2
     print_env ;;
   down) down; status >&2 || true ;;

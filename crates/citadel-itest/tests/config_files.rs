@@ -98,7 +98,15 @@ fn local_yaml_is_valid_and_loopback_only() {
         let names: Vec<&str> = loaded.testers.iter().map(|t| t.name()).collect();
         assert_eq!(
             names,
-            ["basic", "database", "external_api", "cross_service", "load", "monitoring"]
+            [
+                "basic",
+                "database",
+                "external_api",
+                "cross_service",
+                "load",
+                "monitoring",
+                "faults"
+            ]
         );
         let ids: Vec<String> = loaded
             .testers
@@ -117,6 +125,8 @@ fn local_yaml_is_valid_and_loopback_only() {
             "basic.qdrant.health",
             "database.citadel.pooling",
             "load.gateway_chat_stream",
+            "monitoring.drills.drill",
+            "faults.gateway_drill.retry",
         ] {
             assert!(ids.iter().any(|i| i == id), "{id} missing: {ids:?}");
         }

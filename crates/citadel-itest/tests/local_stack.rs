@@ -310,6 +310,18 @@ fn run_demo_suite(pg_password: &str, qdrant_key: &str) {
         "the drill's metric is still on the Pushgateway: {body}"
     );
 
+    // faults: the gateway's /drill/ route, through the fault proxy in front of model-c, retries
+    // a 502 once, answers 504 after its 2 s read timeout, and degrades to an OpenAI-format 503
+    // with Retry-After; every fault was removed afterwards.
+    let faults = of("faults");
+    assert_eq!(faults.len(), 3, "{faults:#?}");
+    for r in &faults {
+        assert_eq!(r["status"], "passed", "{r}");
+    }
+    let (status, body) = http_get(58190, "/faults", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.trim(), "[]", "faults left on the proxy: {body}");
+
     // The summary adds up, and the temporary Qdrant collections are gone.
     let s = &report["summary"];
     assert_eq!(s["total"].as_u64().unwrap() as usize, results.len());
