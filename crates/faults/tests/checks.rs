@@ -119,6 +119,9 @@ async fn retry_passes_with_proxy_next_upstream_and_fails_without() {
     result.assert_passed();
     assert_eq!(result.id.as_str(), "faults.gateway.retry");
     assert_eq!(value(&result, "attempts"), 3.0);
+    // Once the fault is gone the gateway answers normally again, and how soon is measured.
+    let recovery = value(&result, "recovery_time");
+    assert!((0.0..5000.0).contains(&recovery), "{recovery}");
     let spacing = value(&result, "spacing_min");
     assert!(spacing < 200.0, "nginx retries at once: {spacing}ms");
     eprintln!(

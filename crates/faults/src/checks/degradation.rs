@@ -49,11 +49,38 @@ impl DrillCheck {
 
         // Recovery: remove the fault, then call until a normal answer comes back.
         self.lift(&applied).await?;
+        let mut measurements = vec![Measurement::new(
+            "attempts",
+            times.len() as f64,
+            Unit::Count,
+        )];
+        let (recovery, problem) = self.recovery(ctx, g.recover_within, g.poll_interval).await;
+        measurements.push(recovery);
+        problems.extend(problem);
+        Ok(if problems.is_empty() {
+            Outcome::passed()
+        } else {
+            Outcome::failed(problems.join("; "))
+        }
+        .with_measurements(measurements))
+    }
+}
+
+impl DrillCheck {
+    /// After the fault was lifted: call the service every `poll` until it answers its normal
+    /// status, within `bound`. Gives the `recovery_time` measurement (held to `bound`; missing,
+    /// and so failing, when it never recovered) and, when it did not, what was seen.
+    pub(super) async fn recovery(
+        &self,
+        ctx: &CheckContext,
+        bound: Duration,
+        poll: Duration,
+    ) -> (Measurement, Option<String>) {
+        let s = &self.drill.service;
         let removed = Instant::now();
-        let bound = g.recover_within;
-        let mut recovered = None;
         let mut last = String::from("no call made");
         let mut calls = 0u32;
+        let mut recovered = None;
         while removed.elapsed() <= bound {
             let left = bound.saturating_sub(removed.elapsed());
             let call = self
@@ -68,43 +95,30 @@ impl DrillCheck {
                 break;
             }
             last = call.describe();
-            if !pause(ctx, g.poll_interval).await {
+            if !pause(ctx, poll).await {
                 break;
             }
         }
         ctx.detail("recovery_calls", calls);
-        let mut measurements = vec![Measurement::new(
-            "attempts",
-            times.len() as f64,
-            Unit::Count,
-        )];
+        let limit = Threshold::le(ms_f64(bound));
         match recovered {
             Some(d) => {
                 ctx.detail("recovered_after_ms", ms_f64(d).round());
-                measurements.push(
-                    Measurement::duration("recovery_time", d)
-                        .with_threshold(Threshold::le(ms_f64(bound))),
-                );
+                (
+                    Measurement::duration("recovery_time", d).with_threshold(limit),
+                    None,
+                )
             }
-            None => {
-                measurements.push(
-                    Measurement::missing("recovery_time", Unit::Milliseconds)
-                        .with_threshold(Threshold::le(ms_f64(bound))),
-                );
-                problems.push(format!(
+            None => (
+                Measurement::missing("recovery_time", Unit::Milliseconds).with_threshold(limit),
+                Some(format!(
                     "the service did not recover within {} of the fault's removal ({calls} \
                      calls, the last: {last}); declared normal status {}",
                     ms(bound),
                     s.expect_status
-                ));
-            }
+                )),
+            ),
         }
-        Ok(if problems.is_empty() {
-            Outcome::passed()
-        } else {
-            Outcome::failed(problems.join("; "))
-        }
-        .with_measurements(measurements))
     }
 }
 

@@ -26,6 +26,12 @@ use tokio::time::Instant;
 pub use control::{ControlError, MAX_CONTROL_BODY, ProxyControl};
 
 use crate::NAME;
+
+/// How long the retry and timeout checks wait for the service to answer normally again once
+/// their fault is removed (the degradation check takes `recover_within` from its config).
+pub(crate) const DEFAULT_RECOVER_WITHIN: Duration = Duration::from_secs(5);
+/// Gap between the calls while waiting for recovery.
+pub(crate) const RECOVERY_POLL: Duration = Duration::from_millis(100);
 use crate::config::DrillConfig;
 use crate::proxy::{Event, EventKind, Fault, FaultId, FaultSpec};
 

@@ -103,6 +103,12 @@ impl DrillCheck {
                 }
             }
         }
+        // The fault is gone: the service answers normally again, and how soon is measured.
+        let (recovery, problem) = self
+            .recovery(ctx, super::DEFAULT_RECOVER_WITHIN, super::RECOVERY_POLL)
+            .await;
+        measurements.push(recovery);
+        problems.extend(problem);
         Ok(if problems.is_empty() {
             Outcome::passed()
         } else {
