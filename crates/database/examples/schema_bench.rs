@@ -132,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
     let spec = Arc::new(ExpectedSchema::from_yaml(&yaml)?);
 
     let target = DatabaseTarget::new("bench").dsn(Secret::inline(dsn));
-    let check = SchemaCheck::new(&target, spec, "bench", true);
+    let check = SchemaCheck::new(&target, spec, "bench").exact(true);
     let warm = run_one(&check).await;
     if !warm.outcome.is_passed() {
         bail!("schema check did not pass: {:?}", warm.outcome);

@@ -85,6 +85,19 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// The mode libpq spells `name` (`verify-full`), if any.
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
     pub(crate) fn to_sqlx(self) -> sqlx::postgres::PgSslMode {
         use sqlx::postgres::PgSslMode as M;
         match self {
@@ -96,6 +109,14 @@ impl SslMode {
             SslMode::VerifyFull => M::VerifyFull,
         }
     }
+}
+
+/// Why [`DatabaseTarget::from_url`] could not use a URL. The message never contains the
+/// password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("database url: {why}")]
+pub struct DatabaseUrlError {
+    why: String,
 }
 
 /// One database: how to reach it and what to check there.
@@ -207,6 +228,80 @@ impl DatabaseTarget {
             integrity: None,
             pooling: None,
         }
+    }
+
+    /// A database named `name` at a `postgres://user:password@host:port/database?sslmode=...`
+    /// URL, split into its parts in one call: `host`, `port`, `user`, `password` (an inline
+    /// [`Secret`], percent-decoded), `database` and `sslmode`; any part the URL leaves out keeps
+    /// its default. For a testkit server: `DatabaseTarget::from_url("main", &pg.dsn())`.
+    ///
+    /// Unlike [`DatabaseTarget::dsn`], the parts show in [`DatabaseTarget::describe`] and can be
+    /// changed afterwards (`.database("other")`). The error names what is wrong and never
+    /// contains the password.
+    ///
+    /// ```
+    /// use citadel_itest_database::{DatabaseTarget, SslMode};
+    ///
+    /// let db = DatabaseTarget::from_url("main", "postgres://citadel:s%40cret@127.0.0.1:55432/orders?sslmode=disable")?;
+    /// assert_eq!(db.describe(), "citadel@127.0.0.1:55432/orders");
+    /// assert_eq!(db.password.as_ref().unwrap().resolve()?.expose(), "s@cret");
+    /// assert_eq!(db.sslmode, Some(SslMode::Disable));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_url(name: impl Into<String>, url: &str) -> Result<Self, DatabaseUrlError> {
+        let err = |why: String| DatabaseUrlError { why };
+        let parsed = url::Url::parse(url).map_err(|e| {
+            err(format!(
+                "not a URL ({e}): expected postgres://user:password@host:port/database"
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(err(format!(
+                "scheme `{}` is not postgres:// or postgresql://",
+                parsed.scheme()
+            )));
+        }
+        let decode = |part: &str, what: &str| {
+            crate::connect::percent_decode(part)
+                .map_err(|_| err(format!("the {what} is not UTF-8 once percent-decoded")))
+        };
+        let mut target = DatabaseTarget::new(name);
+        if let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            target.host = Some(decode(host, "host")?);
+        }
+        target.port = parsed.port();
+        if !parsed.username().is_empty() {
+            target.user = Some(decode(parsed.username(), "user")?);
+        }
+        if let Some(password) = parsed.password() {
+            let password = decode(password, "password")?;
+            citadel_itest_core::config::register_secret(&password);
+            target.password = Some(Secret::inline(password));
+        }
+        let database = parsed.path().trim_start_matches('/');
+        if !database.is_empty() {
+            target.database = Some(decode(database, "database")?);
+        }
+        for (key, value) in parsed.query_pairs() {
+            match key.as_ref() {
+                "sslmode" => {
+                    target.sslmode = Some(SslMode::from_name(&value).ok_or_else(|| {
+                        err(format!(
+                            "sslmode `{value}` is not one of disable, allow, prefer, require, \
+                             verify-ca, verify-full"
+                        ))
+                    })?);
+                }
+                other => {
+                    return Err(err(format!(
+                        "parameter `{other}` is not supported (only sslmode); use \
+                         DatabaseTarget::dsn for other libpq parameters"
+                    )));
+                }
+            }
+        }
+        Ok(target)
     }
 
     /// Connect with this DSN.

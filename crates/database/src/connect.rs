@@ -31,7 +31,7 @@ pub(crate) fn parse_dsn(raw: &str) -> Result<PgConnectOptions, String> {
     PgConnectOptions::from_str(raw).map_err(|e| redact_text(&error_chain(&e)))
 }
 
-fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
+pub(crate) fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -5,8 +5,8 @@
 //!
 //! | check id | category | what |
 //! |---|---|---|
-//! | `database.<name>.schema.<pg_schema>` | schema | [`SchemaCheck`]: one Postgres schema against its declaration |
-//! | `database.<name>.schema` | schema | [`DatabaseSchemaCheck`]: extensions; with `exact`, no undeclared schema or extension |
+//! | `database.<name>.schema.<pg_schema>` | schema | [`SchemaCheck`]: inside one Postgres schema (tables, columns, keys, indexes, ...) against its declaration |
+//! | `database.<name>.schema` | schema | [`DatabaseSchemaCheck`]: the database as a whole: extensions; with `exact`, no undeclared schema or extension |
 //! | `database.<name>.migrations` | schema | [`MigrationsCheck`]: `_sqlx_migrations` state and drift from a scratch database |
 //! | `database.<name>.integrity` | integrity | [`IntegrityCheck`]: orphans, duplicates, NULLs, row counts, invariants (read-only) |
 //! | `database.<name>.pooling` | pooling | [`PoolingCheck`]: the configured pool under contention |
@@ -97,7 +97,7 @@ use citadel_itest_core::{Check, CheckExt, IntegrationTester};
 pub use config::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT, DatabaseConfig,
-    DatabaseTarget, HeadroomNeed, IntegrityConfig, Invariant, LogicalForeignKey,
+    DatabaseTarget, DatabaseUrlError, HeadroomNeed, IntegrityConfig, Invariant, LogicalForeignKey,
     MAX_APPLICATION_NAME, MAX_SAMPLE_ROWS, PoolConfig, PoolingConfig, RecoveryConfig,
     RowCountBound, SchemaConfig, SslMode,
 };
@@ -129,15 +129,26 @@ pub struct DatabaseTester {
 }
 
 impl DatabaseTester {
-    /// A tester over `config`. Checks get the database's `timeout` (else `run.timeout`; the
-    /// pooling and recovery checks get more, see [`DatabaseTarget::timeout`]); `run.read_only`
-    /// skips the recovery check and the migrations drift comparison (both write).
-    pub fn new(config: DatabaseConfig, run: &RunSettings) -> Self {
+    /// A tester over `config` with the default [`RunSettings`]. Checks get the database's
+    /// `timeout` (else `run.timeout`; the pooling and recovery checks get more, see
+    /// [`DatabaseTarget::timeout`]). Built like every tester:
+    /// `DatabaseTester::new(config).run_settings(&run)`. It takes no performance targets: its
+    /// limits are in its own config.
+    pub fn new(config: DatabaseConfig) -> Self {
+        let run = RunSettings::default();
         DatabaseTester {
             config,
             timeout: run.timeout,
             read_only: run.read_only,
         }
+    }
+
+    /// Takes `run.timeout` and `run.read_only` (which skips the recovery check and the
+    /// migrations drift comparison: both write).
+    pub fn run_settings(mut self, run: &RunSettings) -> Self {
+        self.timeout = run.timeout;
+        self.read_only = run.read_only;
+        self
     }
 
     /// The section this tester was built from.
@@ -247,7 +258,7 @@ pub fn from_config(config: &Config, problems: &mut Vec<ConfigProblem>) -> Option
     if problems.len() > before {
         return None;
     }
-    Some(DatabaseTester::new(section, &config.run))
+    Some(DatabaseTester::new(section).run_settings(&config.run))
 }
 
 #[cfg(test)]
@@ -275,8 +286,8 @@ mod tests {
             read_only: true,
             ..RunSettings::default()
         };
-        let tester =
-            DatabaseTester::new(DatabaseConfig::new().database(target).database(other), &run);
+        let tester = DatabaseTester::new(DatabaseConfig::new().database(target).database(other))
+            .run_settings(&run);
         assert_eq!(tester.name(), "database");
         let checks = tester.checks();
         let got: Vec<(&str, Category, Option<Duration>)> = checks

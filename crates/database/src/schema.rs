@@ -23,10 +23,26 @@ use crate::spec::ExpectedSchema;
 /// The expected schema, or why it could not be loaded (reported when the check runs).
 pub(crate) type LoadedSpec = Result<Arc<ExpectedSchema>, String>;
 
-/// Compares one Postgres schema (namespace) with its declaration: tables, columns (type,
-/// nullability, default, identity), primary key, unique keys, foreign keys (with actions),
-/// indexes (columns, uniqueness, method, predicate), check constraints and row-level security.
-/// With `exact`, anything present but not declared is a difference too.
+/// Compares one Postgres schema (namespace, e.g. `chat`) with its declaration: tables, columns
+/// (type, nullability, default, identity), primary key, unique keys, foreign keys (with
+/// actions), indexes (columns, uniqueness, method, predicate), check constraints and row-level
+/// security. With [`SchemaCheck::exact`], anything present in that schema but not declared is a
+/// difference too. Check id `database.<name>.schema.<pg_schema>`.
+///
+/// It looks inside one namespace; [`DatabaseSchemaCheck`] looks at the database as a whole
+/// (extensions, and with `exact` no undeclared schema). The tester makes one
+/// `DatabaseSchemaCheck` and one `SchemaCheck` per declared schema.
+///
+/// ```
+/// use citadel_itest_database::{DatabaseTarget, ExpectedSchema, NamespaceSpec, SchemaCheck, TableSpec};
+///
+/// let db = DatabaseTarget::from_url("main", "postgres://citadel@127.0.0.1:55432/citadel").unwrap();
+/// let expected = ExpectedSchema::new().schema(
+///     "chat",
+///     NamespaceSpec::new().table("sessions", TableSpec::new().column("id", "uuid NOT NULL")),
+/// );
+/// let check = SchemaCheck::new(&db, expected, "chat").exact(true);
+/// ```
 ///
 /// Reads the catalog in one round of queries (six, whatever the number of tables). Fails with
 /// every difference, e.g. `column chat.sessions.user_id: expected uuid NOT NULL, found text NULL;
@@ -51,19 +67,27 @@ impl SchemaCheck {
         self
     }
 
-    /// The check of `namespace` as declared in `expected`, on `target`.
+    /// The check of the Postgres schema `namespace` as declared in `expected` (an
+    /// [`ExpectedSchema`] or an `Arc` of one shared between checks), on `target`; not exact
+    /// unless [`SchemaCheck::exact`] says so.
     pub fn new(
         target: &DatabaseTarget,
-        expected: Arc<ExpectedSchema>,
+        expected: impl Into<Arc<ExpectedSchema>>,
         namespace: impl Into<String>,
-        exact: bool,
     ) -> Self {
         Self::build(
             Arc::new(Connector::new(target)),
-            Ok(expected),
+            Ok(expected.into()),
             namespace.into(),
-            exact,
+            false,
         )
+    }
+
+    /// Exact mode: tables, columns, indexes, constraints, ... present in the schema but not
+    /// declared are differences too (default off: only what is declared is compared).
+    pub fn exact(mut self, exact: bool) -> Self {
+        self.exact = exact;
+        self
     }
 
     pub(crate) fn build(
@@ -227,7 +251,10 @@ impl Check for SchemaCheck {
 }
 
 /// The database as a whole against the expected schema: required extensions (name, version,
-/// schema) and, with `exact`, no undeclared extension (besides `plpgsql`) or schema.
+/// schema) and, with [`DatabaseSchemaCheck::exact`], no undeclared extension (besides
+/// `plpgsql`) or schema. Check id `database.<name>.schema`.
+///
+/// It does not look inside the schemas: that is [`SchemaCheck`], one per declared schema.
 #[derive(Debug, Clone)]
 pub struct DatabaseSchemaCheck {
     id: CheckId,
@@ -238,9 +265,17 @@ pub struct DatabaseSchemaCheck {
 }
 
 impl DatabaseSchemaCheck {
-    /// The database-wide check of `expected` on `target`.
-    pub fn new(target: &DatabaseTarget, expected: Arc<ExpectedSchema>, exact: bool) -> Self {
-        Self::build(Arc::new(Connector::new(target)), Ok(expected), exact)
+    /// The database-wide check of `expected` (an [`ExpectedSchema`] or an `Arc` of one) on
+    /// `target`; not exact unless [`DatabaseSchemaCheck::exact`] says so.
+    pub fn new(target: &DatabaseTarget, expected: impl Into<Arc<ExpectedSchema>>) -> Self {
+        Self::build(Arc::new(Connector::new(target)), Ok(expected.into()), false)
+    }
+
+    /// Exact mode: an extension (besides `plpgsql`) or a schema present but not declared is a
+    /// difference (default off).
+    pub fn exact(mut self, exact: bool) -> Self {
+        self.exact = exact;
+        self
     }
 
     pub(crate) fn build(connector: Arc<Connector>, spec: LoadedSpec, exact: bool) -> Self {

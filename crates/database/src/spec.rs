@@ -738,6 +738,20 @@ impl TableSpec {
         self
     }
 
+    /// Add a unique key on `columns`, met by a unique constraint or a unique index.
+    pub fn unique(mut self, columns: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.unique
+            .push(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Add a check constraint: a name (`"positive_amount"`, any expression) or a
+    /// [`CheckSpec`] with its expression (`CheckSpec::new("positive_amount").expression("amount > 0")`).
+    pub fn check(mut self, check: impl Into<CheckSpec>) -> Self {
+        self.checks.push(check.into());
+        self
+    }
+
     /// Require row-level security on or off.
     pub fn row_level_security(mut self, enabled: bool) -> Self {
         self.row_level_security = Some(enabled);
@@ -981,6 +995,24 @@ impl CheckSpec {
             name: name.into(),
             expression: None,
         }
+    }
+
+    /// Its condition, e.g. `amount > 0` (casts, case, spacing and parentheses ignored).
+    pub fn expression(mut self, expression: impl Into<String>) -> Self {
+        self.expression = Some(expression.into());
+        self
+    }
+}
+
+impl From<&str> for CheckSpec {
+    fn from(name: &str) -> Self {
+        CheckSpec::new(name)
+    }
+}
+
+impl From<String> for CheckSpec {
+    fn from(name: String) -> Self {
+        CheckSpec::new(name)
     }
 }
 

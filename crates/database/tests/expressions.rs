@@ -183,7 +183,7 @@ async fn a_table_of_expression_pairs_has_no_false_pass_and_no_false_difference()
     let server = Server::start().await;
     let db = server.database("pairs", &sql).await;
     let spec = Arc::new(ExpectedSchema::from_yaml(&yaml).expect("yaml"));
-    let result = run(&SchemaCheck::new(&db.target(), spec, "app", true)).await;
+    let result = run(&SchemaCheck::new(&db.target(), spec, "app").exact(true)).await;
     let message = failed(&result);
     let parts: Vec<&str> = message.split("; ").collect();
 
@@ -273,7 +273,7 @@ async fn the_issue_cases_regrouped_check_and_date_default_fail_and_in_passes() {
           - { columns: [enabled], predicate: max_tokens > 0 AND (weight > 0 OR NOT enabled) }
 ";
     let spec = Arc::new(ExpectedSchema::from_yaml(yaml).unwrap());
-    let check = SchemaCheck::new(&db.target(), spec, "llm", true);
+    let check = SchemaCheck::new(&db.target(), spec, "llm").exact(true);
     run(&check).await.assert_passed();
 
     server
@@ -327,7 +327,7 @@ async fn a_declared_expression_the_server_cannot_use_is_a_problem_with_the_decla
           - { name: t_m_check, expression: m > 1 }
 ";
     let spec = Arc::new(ExpectedSchema::from_yaml(yaml).unwrap());
-    let result = run(&SchemaCheck::new(&db.target(), spec, "app", false)).await;
+    let result = run(&SchemaCheck::new(&db.target(), spec, "app").exact(false)).await;
     let Outcome::Error { kind, message } = &result.outcome else {
         panic!("expected an error: {:?}", result.outcome)
     };
@@ -357,7 +357,7 @@ async fn a_declared_expression_the_server_cannot_use_is_a_problem_with_the_decla
     // An expression that would break out of its place is refused before it reaches the server.
     let yaml = "schemas: { app: { tables: { t: { columns: { n: int }, checks: [{ name: t_n_check, expression: \"n > 0)) FROM c), (SELECT 1\" }] } } } }";
     let spec = Arc::new(ExpectedSchema::from_yaml(yaml).unwrap());
-    let result = run(&SchemaCheck::new(&db.target(), spec, "app", false)).await;
+    let result = run(&SchemaCheck::new(&db.target(), spec, "app").exact(false)).await;
     let message = result.outcome.message().unwrap_or_default().to_string();
     assert!(
         message

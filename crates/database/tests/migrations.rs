@@ -434,10 +434,8 @@ async fn exact_mode_on_a_sqlx_managed_database_passes() {
     .unwrap();
     let mut schema = SchemaConfig::file(expected.path()).exact(true);
     schema.migrations = Some(MigrationsConfig::new(dir.path()).scratch(ScratchServer::Target));
-    let tester = DatabaseTester::new(
-        DatabaseConfig::new().database(db.target().schema(schema)),
-        &RunSettings::default(),
-    );
+    let tester = DatabaseTester::new(DatabaseConfig::new().database(db.target().schema(schema)))
+        .run_settings(&RunSettings::default());
     let checks = tester.checks();
     assert_eq!(checks.len(), 3);
     for check in &checks {

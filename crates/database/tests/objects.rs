@@ -94,7 +94,7 @@ async fn every_object_kind_that_matches_its_declaration_passes_in_exact_mode() {
     let server = Server::start().await;
     // Roles are cluster-wide: the drift test's server has its own.
     let db = server.database("objects", SQL).await;
-    let result = run(&SchemaCheck::new(&db.target(), spec(), "app", true)).await;
+    let result = run(&SchemaCheck::new(&db.target(), spec(), "app").exact(true)).await;
     let message = result.outcome.message().unwrap_or_default().to_string();
     // The policy's USING is written in another order than stored: `active AND tenant = ...` is
     // a different condition from `tenant = ... AND active` only in operand order, which
@@ -109,12 +109,15 @@ async fn every_object_kind_that_matches_its_declaration_passes_in_exact_mode() {
         "using: \"tenant = current_setting('app.tenant', true) AND active\"",
     );
     let spec = Arc::new(ExpectedSchema::from_yaml(&fixed).unwrap());
-    let result = run(&SchemaCheck::new(&db.target(), spec.clone(), "app", true)).await;
+    let result = run(&SchemaCheck::new(&db.target(), spec.clone(), "app").exact(true)).await;
     result.assert_passed();
     assert_eq!(value(&result, "differences"), 0.0);
     // Read-only mode compares the view's text as pg_get_viewdef prints it: the declared SELECT
     // here is spelled differently, and the result says how it compared.
-    let result = run(&SchemaCheck::new(&db.target(), spec, "app", true).read_only(true)).await;
+    let result = run(&SchemaCheck::new(&db.target(), spec, "app")
+        .exact(true)
+        .read_only(true))
+    .await;
     assert_eq!(
         failed(&result),
         "view app.active_users: definition differs: expected SELECT id, email FROM app.users \
@@ -194,7 +197,7 @@ async fn one_drift_per_object_kind_is_named() {
             )
         };
         let db = server.database(name, &sql).await;
-        let result = run(&SchemaCheck::new(&db.target(), spec.clone(), "app", true)).await;
+        let result = run(&SchemaCheck::new(&db.target(), spec.clone(), "app").exact(true)).await;
         assert_eq!(&failed(&result), expected, "case {name}");
     }
 }

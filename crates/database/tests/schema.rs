@@ -25,7 +25,7 @@ async fn a_schema_that_matches_its_yaml_passes_even_in_exact_mode() {
     let spec = chat_spec();
     for exact in [false, true] {
         for ns in ["auth", "chat"] {
-            let check = SchemaCheck::new(&db.target(), spec.clone(), ns, exact);
+            let check = SchemaCheck::new(&db.target(), spec.clone(), ns).exact(exact);
             assert_eq!(check.id().as_str(), format!("database.db.schema.{ns}"));
             assert_eq!(check.category(), Category::Schema);
             let result = run(&check).await;
@@ -37,7 +37,7 @@ async fn a_schema_that_matches_its_yaml_passes_even_in_exact_mode() {
     }
     assert!(
         value(
-            &run(&SchemaCheck::new(&db.target(), spec, "chat", true)).await,
+            &run(&SchemaCheck::new(&db.target(), spec, "chat").exact(true)).await,
             "tables"
         ) == 2.0
     );
@@ -145,7 +145,7 @@ async fn each_kind_of_difference_fails_with_a_message_naming_it() {
         let db = server
             .database(name, &format!("{CHAT_SQL}\n{alteration}"))
             .await;
-        let result = run(&SchemaCheck::new(&db.target(), spec.clone(), ns, exact)).await;
+        let result = run(&SchemaCheck::new(&db.target(), spec.clone(), ns).exact(exact)).await;
         assert_eq!(failed(&result), expected, "case {name}");
         let n = expected.split("; ").count() as f64;
         assert_eq!(value(&result, "differences"), n, "case {name}");
@@ -165,13 +165,13 @@ async fn a_missing_schema_and_a_missing_extension_are_named() {
         )
         .unwrap(),
     );
-    let result = run(&SchemaCheck::new(&db.target(), spec.clone(), "chat", false)).await;
+    let result = run(&SchemaCheck::new(&db.target(), spec.clone(), "chat").exact(false)).await;
     assert_eq!(failed(&result), "missing schema chat");
-    run(&SchemaCheck::new(&db.target(), spec.clone(), "auth", false))
+    run(&SchemaCheck::new(&db.target(), spec.clone(), "auth").exact(false))
         .await
         .assert_passed();
 
-    let check = DatabaseSchemaCheck::new(&db.target(), spec.clone(), false);
+    let check = DatabaseSchemaCheck::new(&db.target(), spec.clone()).exact(false);
     assert_eq!(check.id().as_str(), "database.db.schema");
     let message = failed(&run(&check).await);
     assert!(
@@ -191,7 +191,7 @@ async fn a_missing_schema_and_a_missing_extension_are_named() {
     let spec = Arc::new(
         ExpectedSchema::from_yaml("extensions: [pgcrypto]\nschemas: { auth: {} }").unwrap(),
     );
-    let message = failed(&run(&DatabaseSchemaCheck::new(&db.target(), spec, true)).await);
+    let message = failed(&run(&DatabaseSchemaCheck::new(&db.target(), spec).exact(true)).await);
     assert!(
         message.starts_with("unexpected extension hstore (version "),
         "{message}"
@@ -230,10 +230,8 @@ async fn the_local_demo_schema_is_idempotent_and_matches_its_declaration() {
     let before = server.checksum("demo").await;
 
     let schema = SchemaConfig::file(root.join("config/database/expected_schema.yaml")).exact(true);
-    let tester = DatabaseTester::new(
-        DatabaseConfig::new().database(db.target().schema(schema)),
-        &RunSettings::default(),
-    );
+    let tester = DatabaseTester::new(DatabaseConfig::new().database(db.target().schema(schema)))
+        .run_settings(&RunSettings::default());
     let checks = tester.checks();
     let ids: Vec<&str> = checks.iter().map(|c| c.id().as_str()).collect();
     assert_eq!(
@@ -274,7 +272,7 @@ async fn an_unreachable_database_is_a_harness_error_without_the_password() {
         .password(citadel_itest_core::config::Secret::inline(
             "not-the-password-123",
         ));
-    let result = run(&SchemaCheck::new(&target, chat_spec(), "chat", false)).await;
+    let result = run(&SchemaCheck::new(&target, chat_spec(), "chat").exact(false)).await;
     let message = result.outcome.message().unwrap();
     assert_eq!(result.outcome.status(), Status::Error);
     assert!(
@@ -288,7 +286,7 @@ async fn an_unreachable_database_is_a_harness_error_without_the_password() {
 
     let mut pg = server.pg;
     pg.stop().await.unwrap();
-    let result = run(&SchemaCheck::new(&db.target(), chat_spec(), "chat", false)).await;
+    let result = run(&SchemaCheck::new(&db.target(), chat_spec(), "chat").exact(false)).await;
     let Outcome::Error { kind, message } = &result.outcome else {
         panic!("expected an error: {:?}", result.outcome)
     };
@@ -331,7 +329,7 @@ async fn identity_desc_keys_and_unknown_types_are_named_plainly() {
           - [created_at, lower(kind)]
 ";
     let spec = Arc::new(ExpectedSchema::from_yaml(yaml).unwrap());
-    let message = failed(&run(&SchemaCheck::new(&db.target(), spec, "app", true)).await);
+    let message = failed(&run(&SchemaCheck::new(&db.target(), spec, "app").exact(true)).await);
     assert_eq!(
         message,
         "column app.jobs.id: expected a serial (default nextval(...)), found no default but \
@@ -340,7 +338,7 @@ async fn identity_desc_keys_and_unknown_types_are_named_plainly() {
 
     let yaml = "schemas: { app: { tables: { jobs: { columns: { id: integr NOT NULL, kind: text NOT NULL, created_at: timestamptz NOT NULL } } } } }";
     let spec = Arc::new(ExpectedSchema::from_yaml(yaml).unwrap());
-    let result = run(&SchemaCheck::new(&db.target(), spec, "app", false)).await;
+    let result = run(&SchemaCheck::new(&db.target(), spec, "app").exact(false)).await;
     let Outcome::Error { kind, message } = &result.outcome else {
         panic!("expected an error: {:?}", result.outcome)
     };
