@@ -62,6 +62,8 @@ pub use lying::LyingServer;
 pub use model::{Faults, ModelServer, ModelServerBuilder};
 pub use net::{HangingListener, closed_port};
 pub use nginx::{Nginx, NginxBuilder};
+#[cfg(feature = "fresh-database")]
+pub use postgres::TestDatabase;
 pub use postgres::{PgAuth, Postgres, PostgresBuilder};
 pub use prometheus::{Prometheus, PrometheusBuilder};
 pub use pushgateway::{Pushgateway, PushgatewayBuilder};

@@ -6,7 +6,13 @@
 //! `initdb` and `postgres` run as the `postgres` system user in a temp dir it owns.
 //!
 //! Clients use the `psql` binary (no driver crate): [`Postgres::execute`],
-//! [`Postgres::create_database`] or a prepared [`Postgres::psql_command`].
+//! [`Postgres::create_database`] or a prepared [`Postgres::psql_command`]. With the feature
+//! `fresh-database`, `Postgres::fresh_database` gives each test a database of its own with a
+//! sqlx pool (and `fresh_database_with_migrations` applies a migrations directory), dropped
+//! when the test is done, like `#[sqlx::test]`.
+//!
+//! Pointing a tester at the server is one call: `DatabaseTarget::from_url("main", &pg.dsn())`
+//! (or [`Postgres::dsn_for`] a database), `external-api` targets take the same URL.
 //!
 //! With [`PostgresBuilder::tls`] the launcher makes a throwaway CA and a server certificate for
 //! `127.0.0.1` / `localhost` with the `openssl` CLI (Debian package `openssl`) in the temp dir
@@ -22,6 +28,11 @@ use std::time::Duration;
 
 use crate::error::{ErrorKind, TestkitError};
 use crate::process::{self, LaunchSpec, Running, Signal, SystemUser};
+
+#[cfg(feature = "fresh-database")]
+mod fresh;
+#[cfg(feature = "fresh-database")]
+pub use fresh::TestDatabase;
 
 const SERVICE: &str = "postgres";
 const PACKAGE: &str = "postgresql";
