@@ -56,7 +56,7 @@ pub use citadel_itest_core::*;
 pub mod harness;
 mod run;
 pub use run::{
-    RunError, RunOutcome, RunRequest, load_dotenv, reporters_for, run_configured,
+    RunError, RunOutcome, RunRequest, cancel_on_ctrl_c, load_dotenv, reporters_for, run_configured,
     run_configured_blocking,
 };
 
@@ -85,15 +85,15 @@ pub use citadel_itest_database as database;
 /// The `external_api` tester (feature `external-api`).
 #[cfg(feature = "external-api")]
 pub use citadel_itest_external_api as external_api;
+/// The fault proxy and the `error_handling` checks (feature `faults`).
+#[cfg(feature = "faults")]
+pub use citadel_itest_faults as faults;
 /// The `load` tester (feature `load`). (A module: [`load()`](fn@load) is the config loader.)
 #[cfg(feature = "load")]
 pub use citadel_itest_load as load;
 /// The `monitoring` tester and result export (feature `monitoring`).
 #[cfg(feature = "monitoring")]
 pub use citadel_itest_monitoring as monitoring;
-/// The fault proxy and the `error_handling` checks (feature `faults`).
-#[cfg(feature = "faults")]
-pub use citadel_itest_faults as faults;
 
 /// The README's code blocks, compiled as doctests so they stay true.
 #[cfg(doctest)]

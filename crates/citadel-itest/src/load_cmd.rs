@@ -137,16 +137,8 @@ fn run(args: LoadRunArgs) -> ExitCode {
     let cancel = CancellationToken::new();
     let mut code = 0u8;
     runtime.block_on(async {
-        let token = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping the load run (Ctrl-C again to abort)");
-                token.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        });
+        let _signals =
+            citadel_itest::cancel_on_ctrl_c(cancel.clone(), "interrupted: stopping the load run");
         for s in &scenarios {
             if cancel.is_cancelled() {
                 break;

@@ -248,18 +248,8 @@ pub async fn run_configured(request: RunRequest) -> RunOutcome {
     reporters.extend(extra);
     report_files.extend(extra_files);
 
-    let signals = ctrl_c.then(|| {
-        let token = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: cancelling unfinished checks (Ctrl-C again to abort)");
-                token.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        })
-    });
+    let signals = ctrl_c
+        .then(|| cancel_on_ctrl_c(cancel.clone(), "interrupted: cancelling unfinished checks"));
     let output = builder.cancellation(cancel).build().run(reporters).await;
     if let Some(task) = signals {
         task.abort();
@@ -278,6 +268,24 @@ pub async fn run_configured(request: RunRequest) -> RunOutcome {
         error: None,
         report_files,
     }
+}
+
+/// On the first Ctrl-C, print `message` (with "(Ctrl-C again to abort)") and cancel `token`;
+/// on a second, exit the process with 130 at once. Abort the returned task to stop listening.
+/// Must be called inside a Tokio runtime with signals enabled.
+pub fn cancel_on_ctrl_c(
+    token: CancellationToken,
+    message: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\n{message} (Ctrl-C again to abort)");
+            token.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    })
 }
 
 /// [`run_configured`] on a runtime of its own (multi-threaded, shut down after the run with
