@@ -207,16 +207,27 @@ pub struct CrossServiceTester {
 }
 
 impl CrossServiceTester {
-    /// A tester over `config` with settings from `run` and `targets`.
-    pub fn new(
-        config: CrossServiceConfig,
-        run: &RunSettings,
-        targets: &PerformanceTargets,
-    ) -> Self {
+    /// A tester over `config` with the default [`RunSettings`] and [`PerformanceTargets`];
+    /// built like every tester:
+    /// `CrossServiceTester::new(config).run_settings(&run).performance_targets(&targets)`.
+    pub fn new(config: CrossServiceConfig) -> Self {
         CrossServiceTester {
             config,
-            settings: Settings::new(run, targets),
+            settings: Settings::default(),
         }
+    }
+
+    /// Takes `run.timeout` and `run`'s retry policy.
+    pub fn run_settings(mut self, run: &RunSettings) -> Self {
+        self.settings.timeout = run.timeout;
+        self.settings.retry = run.retry_policy();
+        self
+    }
+
+    /// Holds `latency_p95` through the gateway to `targets.latency_p95`.
+    pub fn performance_targets(mut self, targets: &PerformanceTargets) -> Self {
+        self.settings.latency_p95 = targets.latency_p95;
+        self
     }
 
     /// A tester with explicit settings.
@@ -275,11 +286,11 @@ pub fn from_config(
     if problems.len() > before {
         return None;
     }
-    Some(CrossServiceTester::new(
-        section,
-        &config.run,
-        &config.performance_targets,
-    ))
+    Some(
+        CrossServiceTester::new(section)
+            .run_settings(&config.run)
+            .performance_targets(&config.performance_targets),
+    )
 }
 
 #[cfg(test)]
@@ -294,11 +305,9 @@ mod tests {
             retries: 2,
             ..RunSettings::default()
         };
-        let tester = CrossServiceTester::new(
-            CrossServiceConfig::new(gw),
-            &run,
-            &PerformanceTargets::default(),
-        );
+        let tester = CrossServiceTester::new(CrossServiceConfig::new(gw))
+            .run_settings(&run)
+            .performance_targets(&PerformanceTargets::default());
         let checks = tester.checks();
         let ids: Vec<&str> = checks.iter().map(|c| c.id().as_str()).collect();
         let expected: Vec<String> = Aspect::ALL

@@ -302,10 +302,31 @@ pub struct ExternalApiTester {
 }
 
 impl ExternalApiTester {
-    /// A tester over `config` with settings taken from `run` and `targets` and a fresh run id.
-    pub fn new(config: ExternalApiConfig, run: &RunSettings, targets: &PerformanceTargets) -> Self {
-        let settings = Settings::new(run, targets, &config.performance);
+    /// A tester over `config` with the default [`RunSettings`] and [`PerformanceTargets`] and a
+    /// fresh run id; built like every tester:
+    /// `ExternalApiTester::new(config).run_settings(&run).performance_targets(&targets)`.
+    pub fn new(config: ExternalApiConfig) -> Self {
+        let settings = Settings::new(
+            &RunSettings::default(),
+            &PerformanceTargets::default(),
+            &config.performance,
+        );
         ExternalApiTester { config, settings }
+    }
+
+    /// Takes `run.read_only`, `run.timeout`, `run`'s retry policy and `run.cancel_grace`.
+    pub fn run_settings(mut self, run: &RunSettings) -> Self {
+        self.settings.read_only = run.read_only;
+        self.settings.timeout = run.timeout;
+        self.settings.retry = run.retry_policy();
+        self.settings.cancel_grace = run.cancel_grace;
+        self
+    }
+
+    /// Holds every `latency_p95` to `targets.latency_p95`.
+    pub fn performance_targets(mut self, targets: &PerformanceTargets) -> Self {
+        self.settings.latency_p95 = targets.latency_p95;
+        self
     }
 
     /// A tester with explicit settings.
@@ -375,11 +396,11 @@ pub fn from_config(
     if problems.len() > before {
         return None;
     }
-    Some(ExternalApiTester::new(
-        section,
-        &config.run,
-        &config.performance_targets,
-    ))
+    Some(
+        ExternalApiTester::new(section)
+            .run_settings(&config.run)
+            .performance_targets(&config.performance_targets),
+    )
 }
 
 /// Shared by the three check types: identity, budget and retry policy.
@@ -449,7 +470,9 @@ mod tests {
             retries: 2,
             ..RunSettings::default()
         };
-        let tester = ExternalApiTester::new(config, &run, &PerformanceTargets::default())
+        let tester = ExternalApiTester::new(config)
+            .run_settings(&run)
+            .performance_targets(&PerformanceTargets::default())
             .run_id("rtest0001");
         assert_eq!(tester.name(), "external_api");
         assert_eq!(tester.settings().run_id, "rtest0001");

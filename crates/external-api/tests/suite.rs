@@ -150,7 +150,9 @@ async fn three_dead_services_finish_within_the_deadline() {
         retry_backoff: Duration::from_millis(100),
         ..RunSettings::default()
     };
-    let tester = ExternalApiTester::new(config, &run_settings, &PerformanceTargets::default());
+    let tester = ExternalApiTester::new(config)
+        .run_settings(&run_settings)
+        .performance_targets(&PerformanceTargets::default());
     let deadline = Duration::from_secs(15);
     let started = Instant::now();
     let out = Suite::builder()

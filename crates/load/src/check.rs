@@ -121,12 +121,20 @@ pub struct LoadTester {
 }
 
 impl LoadTester {
-    /// A tester over `config`, default thresholds from `targets`.
-    pub fn new(config: LoadConfig, targets: &PerformanceTargets) -> Self {
+    /// A tester over `config` with the default [`PerformanceTargets`]; built like every tester:
+    /// `LoadTester::new(config).performance_targets(&targets)`. It takes no run settings: a
+    /// scenario's duration and limits are in its own config.
+    pub fn new(config: LoadConfig) -> Self {
         LoadTester {
             config,
-            targets: targets.clone(),
+            targets: PerformanceTargets::default(),
         }
+    }
+
+    /// Default thresholds of every scenario from `targets`.
+    pub fn performance_targets(mut self, targets: &PerformanceTargets) -> Self {
+        self.targets = targets.clone();
+        self
     }
 
     /// The section it was built from.
@@ -165,5 +173,5 @@ pub fn from_config(config: &Config, problems: &mut Vec<ConfigProblem>) -> Option
     if problems.len() > before {
         return None;
     }
-    Some(LoadTester::new(section, &config.performance_targets))
+    Some(LoadTester::new(section).performance_targets(&config.performance_targets))
 }
