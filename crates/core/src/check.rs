@@ -440,6 +440,77 @@ where
     }
 }
 
+/// A check made from an async closure and shared state; see [`check_fn_with`].
+pub struct FnCheckWith<S, F> {
+    id: CheckId,
+    category: Category,
+    state: Arc<S>,
+    f: F,
+}
+
+/// Like [`check_fn`], with state the closure gets on every run as an `Arc<S>` of its own: a
+/// client, a URL, a pool, moved in once and never cloned by hand.
+///
+/// A check may run more than once (retries), so its closure is `Fn`: with `check_fn`, anything
+/// captured must be cloned before each `async move` block. Here the check keeps `state` in an
+/// `Arc` and hands the closure a clone of that `Arc` each time.
+///
+/// ```
+/// use citadel_itest_core::{Category, Outcome, check_fn_with, run_one};
+///
+/// // What the closure needs, e.g. a client and the service's URL; here the rows to inspect.
+/// struct Orders { amounts: Vec<i64> }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let state = Orders { amounts: vec![10, 20, 30] };
+/// let check = check_fn_with("orders.amounts", Category::Integrity, state, |orders, _ctx| async move {
+///     Ok(match orders.amounts.iter().find(|a| **a <= 0) {
+///         None => Outcome::passed(),
+///         Some(bad) => Outcome::failed(format!("order amount {bad} is not positive")),
+///     })
+/// });
+/// run_one(&check).await.assert_passed();
+/// # }
+/// ```
+pub fn check_fn_with<S, F, Fut>(
+    id: impl Into<CheckId>,
+    category: Category,
+    state: S,
+    f: F,
+) -> FnCheckWith<S, F>
+where
+    S: Send + Sync,
+    F: Fn(Arc<S>, CheckContext) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<Outcome, BoxError>> + Send,
+{
+    FnCheckWith {
+        id: id.into(),
+        category,
+        state: Arc::new(state),
+        f,
+    }
+}
+
+#[async_trait]
+impl<S, F, Fut> Check for FnCheckWith<S, F>
+where
+    S: Send + Sync,
+    F: Fn(Arc<S>, CheckContext) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<Outcome, BoxError>> + Send,
+{
+    fn id(&self) -> &CheckId {
+        &self.id
+    }
+
+    fn category(&self) -> Category {
+        self.category
+    }
+
+    async fn run(&self, ctx: &CheckContext) -> Result<Outcome, BoxError> {
+        (self.f)(self.state.clone(), ctx.clone()).await
+    }
+}
+
 /// Overrides a check's timeout; see [`CheckExt::with_timeout`].
 pub struct WithTimeout<C> {
     inner: C,

@@ -36,8 +36,9 @@ pub mod runner;
 pub mod temp;
 
 pub use check::{
-    BoxError, Category, Check, CheckContext, CheckExt, CheckId, Exclusive, FnCheck,
+    BoxError, Category, Check, CheckContext, CheckExt, CheckId, Exclusive, FnCheck, FnCheckWith,
     IntegrationTester, Resource, RetryPolicy, RetryUntilReady, WithTimeout, check_fn,
+    check_fn_with,
 };
 pub use cleanup::{CleanupHandle, DEFAULT_CLEANUP_BUDGET, Leftover};
 pub use neterr::{io_error_text, io_error_words, io_error_words_in_chain};
