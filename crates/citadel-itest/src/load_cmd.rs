@@ -11,6 +11,7 @@ use citadel_itest::load::config::LoadConfig;
 use citadel_itest::load::progress::ProgressMode;
 use citadel_itest::load::result::LoadResult;
 use citadel_itest::load::scenario::{self, RunOptions};
+use citadel_itest::load::shard::{self, Shard};
 use citadel_itest::load::slo::Threshold;
 use citadel_itest::report::write_atomic;
 use clap::{Args, Subcommand};
@@ -48,6 +49,14 @@ struct LoadRunArgs {
     /// Print nothing but the summary (no live progress).
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Run only shard INDEX/COUNT of the run (0-based; default from the env vars
+    /// JOB_COMPLETION_INDEX and CITADEL_ITEST_SHARDS when both are set).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Begin the run at this time (RFC 3339 or Unix milliseconds; at most 10 minutes
+    /// ahead), so that shards' ramps line up.
+    #[arg(long, value_name = "TIME")]
+    start_at: Option<String>,
 }
 
 #[derive(Args)]
@@ -118,6 +127,31 @@ fn run(args: LoadRunArgs) -> ExitCode {
         .out_dir
         .clone()
         .unwrap_or_else(|| loaded.config.run.report_dir.clone());
+    let part = match &args.shard {
+        Some(text) => text.parse::<Shard>().map(Some),
+        None => Shard::from_env(),
+    };
+    let part = match part {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --shard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let start_at = match args.start_at.as_deref().map(shard::parse_start) {
+        None => None,
+        Some(Ok(t)) => match shard::check_start(t, std::time::SystemTime::now()) {
+            Ok(()) => Some(t),
+            Err(e) => {
+                eprintln!("error: --start-at: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Some(Err(e)) => {
+            eprintln!("error: --start-at: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let progress = if args.quiet {
         ProgressMode::Quiet
     } else {
@@ -143,10 +177,16 @@ fn run(args: LoadRunArgs) -> ExitCode {
             if cancel.is_cancelled() {
                 break;
             }
-            let options = RunOptions::default()
+            let mut options = RunOptions::default()
                 .cancel(cancel.clone())
                 .progress(progress)
                 .targets(loaded.config.performance_targets.clone());
+            if let Some(p) = part {
+                options = options.shard(p);
+            }
+            if let Some(t) = start_at {
+                options = options.start_at(t);
+            }
             let result = match scenario::run_scenario(s, &options).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -196,6 +236,12 @@ fn print_result(result: &LoadResult) -> bool {
     for t in &result.thresholds {
         let mark = if t.passed { "ok  " } else { "FAIL" };
         println!("  {mark} {}  ({})", t.text, redact_text(&t.message));
+    }
+    if let Some(p) = &result.shard {
+        println!("  shard {p} of a distributed run");
+    }
+    if let Some(ms) = result.late_start_ms {
+        println!("  late start: {ms} ms after the synchronised start");
     }
     if let Some(stopped) = &result.stopped {
         println!("  stopped: {}", redact_text(stopped));

@@ -51,6 +51,7 @@ pub mod resources;
 pub mod result;
 pub mod sample;
 pub mod scenario;
+pub mod shard;
 pub mod slo;
 pub mod stream;
 

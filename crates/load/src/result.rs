@@ -317,6 +317,13 @@ pub struct LoadResult {
     /// Thresholds and their verdicts.
     #[serde(default)]
     pub thresholds: Vec<ThresholdResult>,
+    /// The shard of a distributed run this result is (absent for a whole run and a merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
+    /// How late the run began after its synchronised start time, in milliseconds (absent
+    /// without one); for a merge, the largest of its inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_start_ms: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -797,6 +804,8 @@ pub(crate) fn build(parts: Parts) -> (LoadResult, Vec<String>) {
         stream,
         resources: parts.resources,
         thresholds: Vec::new(),
+        shard: None,
+        late_start_ms: None,
     };
     (result, problems)
 }
@@ -1072,6 +1081,8 @@ impl LoadResult {
         if let Some(p) = problems.into_iter().next() {
             return Err(invalid(results.len() - 1, "merged", p));
         }
+        let mut result = result;
+        result.late_start_ms = results.iter().filter_map(|r| r.late_start_ms).max();
         Ok(result)
     }
 

@@ -4,7 +4,7 @@
 //! [`LoadResult`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use citadel_itest_core::config::{PerformanceTargets, SecretError, register_secret};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use crate::metrics::{Recorder, RunMeta, Shared};
 use crate::progress::{Progress, ProgressMode, Snapshot};
 use crate::resources::{self, Probe, ResourceSummary};
 use crate::result::{HistMetric, LoadResult};
+use crate::shard::{self, Shard, ShardError};
 use crate::slo::{Metric, Op, Threshold, ThresholdError, default_thresholds};
 
 /// How a scenario is run.
@@ -28,6 +29,10 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Where default thresholds come from.
     pub targets: PerformanceTargets,
+    /// Run only this shard of the scenario (see [`crate::shard`]); `None`: the whole run.
+    pub shard: Option<Shard>,
+    /// Begin the run at this wall-clock time (a synchronised start of several shards).
+    pub start_at: Option<SystemTime>,
 }
 
 impl Default for RunOptions {
@@ -36,6 +41,8 @@ impl Default for RunOptions {
             cancel: CancellationToken::new(),
             progress: ProgressMode::Quiet,
             targets: PerformanceTargets::default(),
+            shard: None,
+            start_at: None,
         }
     }
 }
@@ -56,6 +63,18 @@ impl RunOptions {
     /// Default thresholds from these targets.
     pub fn targets(mut self, targets: PerformanceTargets) -> Self {
         self.targets = targets;
+        self
+    }
+
+    /// Run only `shard` of the scenario.
+    pub fn shard(mut self, shard: Shard) -> Self {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// Begin at `start` (wall clock); checked against [`crate::shard::check_start`].
+    pub fn start_at(mut self, start: SystemTime) -> Self {
+        self.start_at = Some(start);
         self
     }
 }
@@ -91,6 +110,15 @@ pub enum ScenarioError {
         /// What is wrong.
         #[source]
         source: SecretError,
+    },
+    /// The scenario cannot be sharded this way, or the start time is out of bounds.
+    #[error("scenario `{scenario}`: {source}")]
+    Shard {
+        /// The scenario.
+        scenario: String,
+        /// What is wrong.
+        #[source]
+        source: ShardError,
     },
     /// The engine could not start.
     #[error("scenario `{scenario}`: {source}")]
@@ -172,6 +200,22 @@ pub async fn run_scenario(
     options: &RunOptions,
 ) -> Result<LoadResult, ScenarioError> {
     let name = scenario.name.clone();
+    let shard_err = |source| ScenarioError::Shard {
+        scenario: name.clone(),
+        source,
+    };
+    let part = options.shard.filter(|s| !s.is_whole());
+    let sharded;
+    let scenario = match part {
+        Some(s) => {
+            sharded = shard::apply(scenario, s).map_err(shard_err)?;
+            &sharded
+        }
+        None => scenario,
+    };
+    if let Some(start) = options.start_at {
+        shard::check_start(start, SystemTime::now()).map_err(shard_err)?;
+    }
     let thresholds =
         thresholds(scenario, &options.targets).map_err(|source| ScenarioError::Threshold {
             scenario: name.clone(),
@@ -181,6 +225,12 @@ pub async fn run_scenario(
         scenario: name.clone(),
         source,
     })?;
+    let rendered = match (part, &scenario.request.prompts) {
+        (Some(s), Some(p)) if p.order != crate::config::PromptOrder::Random => {
+            shard::stride(rendered, s)
+        }
+        _ => rendered,
+    };
     let bodies = match &scenario.request.prompts {
         Some(p) => Bodies::new(rendered, p.order, p.seed),
         None => Bodies::new(rendered, Default::default(), 0),
@@ -198,10 +248,32 @@ pub async fn run_scenario(
             .insert("authorization".into(), format!("Bearer {}", key.expose()));
         with_key.request.api_key = None;
     }
-    let plan = Plan::from_scenario(&with_key, bodies).map_err(|source| ScenarioError::Engine {
-        scenario: name.clone(),
-        source,
-    })?;
+    let mut plan =
+        Plan::from_scenario(&with_key, bodies).map_err(|source| ScenarioError::Engine {
+            scenario: name.clone(),
+            source,
+        })?;
+    if let Some(s) = part {
+        plan = plan.with_phase(s.phase());
+    }
+
+    // A synchronised start: wait (cancellably) until `start_at`, then say how late we are.
+    let late_start_ms = match options.start_at {
+        Some(start) => {
+            if let Ok(ahead) = start.duration_since(SystemTime::now()) {
+                tokio::select! {
+                    _ = tokio::time::sleep(ahead) => {}
+                    _ = options.cancel.cancelled() => {}
+                }
+            }
+            Some(
+                SystemTime::now()
+                    .duration_since(start)
+                    .map_or(0, |late| late.as_millis() as u64),
+            )
+        }
+        None => None,
+    };
 
     let shared = Arc::new(Shared::new(scenario.goodput, scenario.stream));
     let stop = options.cancel.child_token();
@@ -321,6 +393,8 @@ pub async fn run_scenario(
     if let Some(sampler) = sampler {
         result.resources = sampler.await.ok();
     }
+    result.shard = part;
+    result.late_start_ms = late_start_ms;
     result.apply_thresholds(&thresholds);
     Ok(result)
 }

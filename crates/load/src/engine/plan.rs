@@ -135,6 +135,8 @@ pub struct Plan {
     pub(crate) stream: Option<StreamLimits>,
     pub(crate) bodies: Bodies,
     pub(crate) threads: usize,
+    /// Offset of constant-spacing open arrivals, in gaps (a shard's phase; 0 otherwise).
+    pub(crate) phase: f64,
 }
 
 impl Plan {
@@ -282,6 +284,7 @@ impl Plan {
             stream,
             bodies,
             threads: default_threads(),
+            phase: 0.0,
         })
     }
 
@@ -289,6 +292,17 @@ impl Plan {
     /// threads); default: one per core. Never more threads than connections.
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// Shift constant-spacing open arrivals by `phase` gaps (`0 <= phase < 1`): shard `I` of
+    /// `N` uses `I/N`, so the shards' arrivals interleave into the whole run's.
+    pub fn with_phase(mut self, phase: f64) -> Self {
+        self.phase = if phase.is_finite() {
+            phase.clamp(0.0, 0.999_999)
+        } else {
+            0.0
+        };
         self
     }
 

@@ -86,6 +86,9 @@ pub(crate) struct Schedule {
     /// Arrivals handed out so far.
     issued: u64,
     segment: usize,
+    /// Offset of constant-spacing arrivals, in gaps (`0 <= phase < 1`): arrival `k` is due at
+    /// `Λ⁻¹(k + phase)` (a shard's place in the whole run's arrivals).
+    phase: f64,
 }
 
 impl Schedule {
@@ -124,7 +127,23 @@ impl Schedule {
             next_x,
             issued: 0,
             segment: 0,
+            phase: 0.0,
         }
+    }
+
+    /// Shift constant-spacing arrivals by `phase` gaps (clamped to `[0, 1)`); Poisson
+    /// arrivals are not shifted.
+    pub(crate) fn with_phase(mut self, phase: f64) -> Self {
+        let phase = if phase.is_finite() {
+            phase.clamp(0.0, 0.999_999)
+        } else {
+            0.0
+        };
+        if !matches!(self.arrivals, Arrivals::Poisson) && self.issued == 0 {
+            self.phase = phase;
+            self.next_x = phase;
+        }
+        self
     }
 
     /// How many arrivals the schedule expects in all (`Λ(end)`).
@@ -156,7 +175,7 @@ impl Schedule {
         self.issued += 1;
         self.next_x = match self.arrivals {
             Arrivals::Poisson => x + self.rng.next_exp(),
-            _ => (self.issued) as f64,
+            _ => self.issued as f64 + self.phase,
         };
         Some((
             k,
@@ -191,6 +210,34 @@ mod tests {
         let gap = times[1001] - times[1000];
         assert!(gap.abs_diff(Duration::from_millis(5)) < Duration::from_micros(1));
         assert!(*times.last().unwrap() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn shards_with_a_phase_interleave_into_the_whole_schedule() {
+        // A ramp then a plateau, split 4 ways: rates / 4, phase i / 4. Together the shards
+        // send exactly the whole run's arrivals at the whole run's times.
+        let whole = [
+            Stage::new(0.0, 100.0, Duration::from_secs(4)),
+            Stage::new(100.0, 100.0, Duration::from_secs(3)),
+        ];
+        let mut expected = all(Schedule::new(&whole, Arrivals::Constant, 0));
+        let n = 4u32;
+        let part: Vec<Stage> = whole
+            .iter()
+            .map(|s| Stage::new(s.from / 4.0, s.to / 4.0, s.duration))
+            .collect();
+        let mut merged = Vec::new();
+        for i in 0..n {
+            let s =
+                Schedule::new(&part, Arrivals::Constant, 0).with_phase(f64::from(i) / f64::from(n));
+            merged.extend(all(s));
+        }
+        assert_eq!(merged.len(), expected.len());
+        merged.sort();
+        expected.sort();
+        for (a, b) in merged.iter().zip(&expected) {
+            assert!(a.abs_diff(*b) < Duration::from_micros(1), "{a:?} vs {b:?}");
+        }
     }
 
     #[test]

@@ -53,7 +53,9 @@ impl Shared {
                 arrivals,
                 seed,
                 ..
-            } => Some(Mutex::new(Schedule::new(stages, *arrivals, *seed))),
+            } => Some(Mutex::new(
+                Schedule::new(stages, *arrivals, *seed).with_phase(plan.phase),
+            )),
             _ => None,
         };
         Shared {
