@@ -14,6 +14,9 @@ else
   echo "cargo-nextest not found; falling back to cargo test" >&2
   cargo test --workspace --all-targets --all-features --no-fail-fast
 fi
+# Every example binary once against the local stack. Its fixed ports are the local_stack test's:
+# after the test run, never beside it.
+scripts/examples.sh
 cargo test --workspace --all-features --doc
 
 # A consumer embedding one tester compiles only that tester: every feature set on its own builds.

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use citadel_itest::basic::{HealthCheck, TargetConfig};
 use citadel_itest::database::{ExpectedSchema, IntegrityCheck, IntegrityConfig, SchemaCheck};
-use citadel_itest::{Category, CheckExt, Outcome, RetryPolicy, Status, check_fn, run_one};
+use citadel_itest::{Category, CheckExt, Outcome, RetryPolicy, Status, check_fn_with, run_one};
 
 #[tokio::test]
 async fn service_is_healthy() {
@@ -31,8 +30,8 @@ async fn database_schema_and_integrity() {
     let service = common::start().await;
     let db = common::database_target(&service.postgres);
     let expected = ExpectedSchema::from_yaml(common::EXPECTED_SCHEMA).expect("declared schema");
-    let exact = true;
-    run_one(&SchemaCheck::new(&db, Arc::new(expected), "notes").exact(exact))
+    // Exact: anything in the `notes` schema that is not declared is a difference too.
+    run_one(&SchemaCheck::new(&db, expected, "notes").exact(true))
         .await
         .assert_passed();
 
@@ -53,7 +52,7 @@ async fn a_schema_drift_fails_and_names_the_column() {
         "body: text NOT NULL\n          title: text",
     );
     let expected = ExpectedSchema::from_yaml(&declared).expect("declared schema");
-    let result = run_one(&SchemaCheck::new(&db, Arc::new(expected), "notes").exact(true)).await;
+    let result = run_one(&SchemaCheck::new(&db, expected, "notes").exact(true)).await;
     assert_eq!(
         result.outcome.status(),
         Status::Failed,
@@ -71,15 +70,19 @@ async fn a_schema_drift_fails_and_names_the_column() {
     );
 }
 
-/// A check of your own with `check_fn`: a note posted is listed. `?` on an I/O error makes the
-/// outcome Error ("could not tell"); a wrong answer is `Outcome::failed` ("the service is wrong").
+/// A check of your own: a note posted is listed. `check_fn_with` hands the closure its state
+/// (here the URL) on every run, since a check may run more than once; `check_fn` is the same
+/// without state. `?` on an I/O error makes the outcome Error ("could not tell"); a wrong answer
+/// is `Outcome::failed` ("the service is wrong").
 #[tokio::test]
 async fn a_posted_note_is_listed() {
     let service = common::start().await;
-    let url = Arc::new(format!("{}/notes", service.url));
-    let check = check_fn("notes.round_trip", Category::Operations, move |ctx| {
-        let url = Arc::clone(&url);
-        async move {
+    let url = format!("{}/notes", service.url);
+    let check = check_fn_with(
+        "notes.round_trip",
+        Category::Operations,
+        url,
+        |url, ctx| async move {
             let client = reqwest::Client::builder()
                 .timeout(ctx.remaining())
                 .build()?;
@@ -104,7 +107,7 @@ async fn a_posted_note_is_listed() {
                     notes.len()
                 ))
             })
-        }
-    });
+        },
+    );
     run_one(&check).await.assert_passed();
 }
