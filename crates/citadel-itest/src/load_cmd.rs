@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 use citadel_itest::config::{ConfigProblem, read_input_file, redact_text};
 use citadel_itest::load::config::LoadConfig;
+use citadel_itest::load::distributed::client::ShardClient;
+use citadel_itest::load::distributed::coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorError,
+};
+use citadel_itest::load::distributed::{format_duration, parse_duration};
 use citadel_itest::load::progress::ProgressMode;
 use citadel_itest::load::result::LoadResult;
 use citadel_itest::load::scenario::{self, RunOptions};
@@ -34,6 +39,36 @@ enum LoadAction {
     /// Merge result files of several load processes into one (histograms added exactly)
     /// and judge the thresholds on the merged run.
     Merge(MergeArgs),
+    /// Coordinate a distributed run: hand N shards the plan and a common start, collect
+    /// their results, merge them exactly and judge the thresholds on the whole.
+    Coordinate(CoordinateArgs),
+}
+
+#[derive(Args)]
+struct CoordinateArgs {
+    #[command(flatten)]
+    config: crate::ConfigArgs,
+    /// The scenario the shards run (required when several are configured).
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// How many shards report.
+    #[arg(long, value_name = "N")]
+    shards: u32,
+    /// Address to listen on (loopback unless a token is given).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    listen: std::net::SocketAddr,
+    /// File holding the bearer token shards must send.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Fail the run when a shard has not reported this long after the coordinator started.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    deadline: std::time::Duration,
+    /// The common start is this long after the first shard asks for the plan.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    start_lead: std::time::Duration,
+    /// Directory for the merged `load-<scenario>.json` (default: `run.report_dir`).
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -57,6 +92,13 @@ struct LoadRunArgs {
     /// ahead), so that shards' ramps line up.
     #[arg(long, value_name = "TIME")]
     start_at: Option<String>,
+    /// Run as a shard of the coordinator at this URL: fetch the plan and start time from it
+    /// and post the result to it (needs --shard or the env vars).
+    #[arg(long, value_name = "URL")]
+    coordinator: Option<String>,
+    /// File holding the coordinator's bearer token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -75,6 +117,7 @@ struct MergeArgs {
 pub(crate) fn load_command(args: LoadArgs) -> ExitCode {
     match args.action {
         Some(LoadAction::Merge(m)) => merge(m),
+        Some(LoadAction::Coordinate(c)) => coordinate(c),
         None => run(args.run),
     }
 }
@@ -152,6 +195,31 @@ fn run(args: LoadRunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut plan_start = None;
+    if let Some(url) = &args.coordinator {
+        let Some(p) = part else {
+            eprintln!(
+                "error: --coordinator needs --shard I/N (or JOB_COMPLETION_INDEX and \
+                 CITADEL_ITEST_SHARDS)"
+            );
+            return ExitCode::from(2);
+        };
+        let token = match args.token_file.as_deref().map(read_token).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let client = match ShardClient::new(url, p, token) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        plan_start = Some(client);
+    }
     let progress = if args.quiet {
         ProgressMode::Quiet
     } else {
@@ -173,6 +241,31 @@ fn run(args: LoadRunArgs) -> ExitCode {
     runtime.block_on(async {
         let _signals =
             citadel_itest::cancel_on_ctrl_c(cancel.clone(), "interrupted: stopping the load run");
+        let mut start_at = start_at;
+        let mut client = None;
+        if let Some(c) = plan_start.take() {
+            let plan = match c.plan().await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    code = 1;
+                    return;
+                }
+            };
+            scenarios.retain(|s| s.name == plan.scenario);
+            if scenarios.is_empty() {
+                eprintln!(
+                    "error: the coordinator runs scenario `{}`, which this configuration lacks",
+                    plan.scenario
+                );
+                code = 2;
+                return;
+            }
+            scenarios.truncate(1);
+            start_at =
+                Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(plan.start_at_ms));
+            client = Some(c);
+        }
         for s in &scenarios {
             if cancel.is_cancelled() {
                 break;
@@ -196,10 +289,26 @@ fn run(args: LoadRunArgs) -> ExitCode {
                 }
             };
             let passed = print_result(&result);
-            if !passed {
+            if !passed && client.is_none() {
                 code = code.max(1);
             }
-            let path = out_dir.join(format!("load-{}.json", s.name));
+            if let Some(c) = &client {
+                // Thresholds are judged on the merged run by the coordinator.
+                match c.post(&result).await {
+                    Ok(()) => {
+                        eprintln!("result of shard {} posted to the coordinator", c.shard());
+                        code = 0;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {}", redact_text(&e.to_string()));
+                        code = 1;
+                    }
+                }
+            }
+            let path = out_dir.join(match result.shard {
+                Some(p) => format!("load-{}.shard-{}-of-{}.json", s.name, p.index, p.count),
+                None => format!("load-{}.json", s.name),
+            });
             if let Err(e) = write_result(&path, &result) {
                 eprintln!("error: {e}");
                 code = code.max(1);
@@ -321,4 +430,138 @@ fn merge(args: MergeArgs) -> ExitCode {
         eprintln!("merged result written: {}", out.display());
     }
     ExitCode::from(if passed { 0 } else { 1 })
+}
+
+/// Largest token file read.
+const MAX_TOKEN_BYTES: u64 = 4096;
+
+/// The bearer token in `path` (surrounding whitespace removed), registered as a secret.
+fn read_token(path: &Path) -> Result<String, String> {
+    let bytes = read_input_file(path, MAX_TOKEN_BYTES)
+        .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+    let token = String::from_utf8(bytes)
+        .map_err(|_| format!("--token-file {}: not UTF-8", path.display()))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        return Err(format!("--token-file {}: empty", path.display()));
+    }
+    citadel_itest::config::register_secret(&token);
+    Ok(token)
+}
+
+fn coordinate(args: CoordinateArgs) -> ExitCode {
+    let loaded = match crate::load(&args.config, Vec::new()) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut problems = Vec::new();
+    let Some(section) = loaded
+        .config
+        .section::<LoadConfig>(citadel_itest::load::NAME, &mut problems)
+    else {
+        eprintln!("error: the configuration has no `load:` section with scenarios");
+        return ExitCode::from(2);
+    };
+    let scenario = match (&args.scenario, section.scenarios.as_slice()) {
+        (None, [only]) => only.clone(),
+        (None, list) => {
+            let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+            eprintln!(
+                "error: give --scenario: {} scenarios are configured ({})",
+                list.len(),
+                names.join(", ")
+            );
+            return ExitCode::from(2);
+        }
+        (Some(name), list) => match list.iter().find(|s| &s.name == name) {
+            Some(s) => s.clone(),
+            None => {
+                eprintln!("error: no scenario named `{name}` in `load.scenarios`");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let thresholds = match scenario::thresholds(&scenario, &loaded.config.performance_targets) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: scenario `{}`: {e}", scenario.name);
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = CoordinatorConfig::new(&scenario.name, args.shards, args.deadline)
+        .thresholds(thresholds)
+        .start_lead(args.start_lead);
+    if let Some(path) = &args.token_file {
+        match read_token(path) {
+            Ok(t) => config = config.token(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let out_dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| loaded.config.run.report_dir.clone());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cancel = CancellationToken::new();
+    let code = runtime.block_on(async {
+        let _signals = citadel_itest::cancel_on_ctrl_c(
+            cancel.clone(),
+            "interrupted: stopping the coordinator",
+        );
+        let coordinator = match Coordinator::bind(args.listen, config).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {}", citadel_itest::error_chain(&e));
+                return 2;
+            }
+        };
+        if let Some(addr) = coordinator.local_addr() {
+            eprintln!(
+                "coordinating {} shard(s) of `{}` on http://{addr} (deadline {})",
+                args.shards,
+                scenario.name,
+                format_duration(args.deadline)
+            );
+        }
+        let outcome = match coordinator.run(cancel.clone()).await {
+            Ok(o) => o,
+            Err(e @ CoordinatorError::Missing { .. }) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: {}", citadel_itest::error_chain(&e));
+                return 1;
+            }
+        };
+        for (i, r) in &outcome.shards {
+            println!("  shard {i}: {}", redact_text(&r.summary_line()));
+        }
+        let passed = print_result(&outcome.merged);
+        let path = out_dir.join(format!("load-{}.json", scenario.name));
+        if let Err(e) = write_result(&path, &outcome.merged) {
+            eprintln!("error: {e}");
+            return 1;
+        }
+        eprintln!("merged result written: {}", path.display());
+        if passed { 0 } else { 1 }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if cancel.is_cancelled() {
+        return ExitCode::from(130);
+    }
+    ExitCode::from(code)
 }

@@ -44,6 +44,7 @@
 pub mod bodies;
 pub mod check;
 pub mod config;
+pub mod distributed;
 pub mod engine;
 pub mod metrics;
 pub mod progress;

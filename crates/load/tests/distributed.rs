@@ -242,3 +242,103 @@ async fn a_synchronised_start_waits_and_records_how_late_it_began() {
     let m = citadel_itest_load::LoadResult::merge(&[a, b.clone()]).unwrap();
     assert_eq!(m.late_start_ms, b.late_start_ms);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_counts_a_shard_once_and_wants_its_token() {
+    use citadel_itest_load::distributed::client::ShardClient;
+    use citadel_itest_load::distributed::coordinator::{Coordinator, CoordinatorConfig};
+    use tokio_util::sync::CancellationToken;
+
+    let nginx = Nginx::builder().start().await.expect("start testkit nginx");
+    let s = ScenarioConfig::new(
+        "s",
+        format!("{}/", nginx.url()),
+        LoadModel::Closed(ClosedModel::new(2, Duration::from_secs(5)).iterations(20)),
+    );
+    let config = CoordinatorConfig::new("s", 2, Duration::from_secs(20))
+        .token("tok")
+        .start_lead(Duration::from_millis(300));
+    let coordinator = Coordinator::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let url = format!("http://{}", coordinator.local_addr().unwrap());
+    let run = tokio::spawn(coordinator.run(CancellationToken::new()));
+    let http = reqwest::Client::new();
+
+    // No token, a wrong token, an out-of-range shard.
+    let r = http
+        .get(format!("{url}/plan?shard=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{url}/plan?shard=0"))
+        .bearer_auth("tok2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{url}/plan?shard=2"))
+        .bearer_auth("tok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let mut results = Vec::new();
+    for i in 0..2 {
+        let shard = Shard::new(i, 2).unwrap();
+        let client = ShardClient::new(&url, shard, Some("tok".into())).unwrap();
+        let plan = client.plan().await.unwrap();
+        assert_eq!((plan.scenario.as_str(), plan.shards), ("s", 2));
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(plan.start_at_ms);
+        let r = run_scenario(&s, &RunOptions::default().shard(shard).start_at(start))
+            .await
+            .unwrap();
+        client.post(&r).await.unwrap();
+        results.push(r);
+        if i == 0 {
+            // Shard 0 again: 409, counted once.
+            let again = http
+                .post(format!("{url}/result?shard=0"))
+                .bearer_auth("tok")
+                .body(serde_json::to_vec(&results[0]).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(again.status(), 409);
+            // Shard 0's result posted as shard 1 is refused.
+            let wrong = http
+                .post(format!("{url}/result?shard=1"))
+                .bearer_auth("tok")
+                .body(serde_json::to_vec(&results[0]).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(wrong.status(), 400);
+        }
+    }
+    let outcome = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.shards.len(), 2);
+    assert_eq!(outcome.merged.counts.requests, 20);
+    assert_eq!(outcome.merged.runs, 2);
+}
+
+#[tokio::test]
+async fn a_coordinator_off_loopback_needs_a_token() {
+    use citadel_itest_load::distributed::coordinator::{Coordinator, CoordinatorConfig};
+    let e = Coordinator::bind(
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        CoordinatorConfig::new("s", 2, Duration::from_secs(1)),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("needs a token"), "{e}");
+}
