@@ -42,6 +42,40 @@ enum LoadAction {
     /// Coordinate a distributed run: hand N shards the plan and a common start, collect
     /// their results, merge them exactly and judge the thresholds on the whole.
     Coordinate(CoordinateArgs),
+    /// Print Kubernetes manifests for a distributed run: an Indexed Job of shards, the
+    /// coordinator's Pod and headless Service, a ConfigMap with the config.
+    K8sManifests(ManifestArgs),
+}
+
+#[derive(Args)]
+struct ManifestArgs {
+    /// How many shards (Job completions and parallelism).
+    #[arg(long, value_name = "N")]
+    shards: u32,
+    /// The container image holding `citadel-itest`.
+    #[arg(long, value_name = "IMAGE")]
+    image: String,
+    /// The configuration file to put in the ConfigMap.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The scenario to run (needed when several are configured).
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// Namespace of every object (default: the current one).
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+    /// The existing Secret holding the bearer token under key `token`.
+    #[arg(long, value_name = "NAME", default_value = "citadel-itest-load-token")]
+    token_secret: String,
+    /// Prefix of every object's name.
+    #[arg(long, value_name = "NAME", default_value = "citadel-itest-load")]
+    name: String,
+    /// The coordinator's deadline.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    deadline: std::time::Duration,
+    /// Retries of each shard's pod (`backoffLimitPerIndex`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    backoff_limit_per_index: i32,
 }
 
 #[derive(Args)]
@@ -118,6 +152,7 @@ pub(crate) fn load_command(args: LoadArgs) -> ExitCode {
     match args.action {
         Some(LoadAction::Merge(m)) => merge(m),
         Some(LoadAction::Coordinate(c)) => coordinate(c),
+        Some(LoadAction::K8sManifests(m)) => k8s_manifests(m),
         None => run(args.run),
     }
 }
@@ -564,4 +599,43 @@ fn coordinate(args: CoordinateArgs) -> ExitCode {
         return ExitCode::from(130);
     }
     ExitCode::from(code)
+}
+
+/// Largest configuration file put into a ConfigMap (Kubernetes allows 1 MiB).
+const MAX_CONFIGMAP_BYTES: u64 = 1024 * 1024;
+
+fn k8s_manifests(args: ManifestArgs) -> ExitCode {
+    use citadel_itest::load::distributed::k8s;
+    let text = match read_input_file(&args.config, MAX_CONFIGMAP_BYTES)
+        .map_err(|e| e.to_string())
+        .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8".to_string()))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --config {}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let file = args
+        .config
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "load.yaml".into());
+    let mut o = k8s::ManifestOptions::new(args.shards, args.image, file, text);
+    o.name = args.name;
+    o.scenario = args.scenario;
+    o.namespace = args.namespace;
+    o.token_secret = args.token_secret;
+    o.deadline = args.deadline;
+    o.backoff_limit_per_index = args.backoff_limit_per_index;
+    match k8s::yaml(&o) {
+        Ok(y) => {
+            print!("{y}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

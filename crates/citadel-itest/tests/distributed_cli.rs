@@ -279,3 +279,111 @@ async fn a_killed_shard_fails_the_coordinator_at_its_deadline_naming_it() {
     assert!(took < Duration::from_secs(12), "no hang: {took:?}");
     assert!(!dir.path().join("merged/load-root.json").exists());
 }
+
+#[test]
+fn k8s_manifests_parse_back_with_index_parallelism_image_config_and_secret() {
+    use citadel_itest::load::distributed::k8s;
+    let dir = tempfile::tempdir().unwrap();
+    let config = "load:\n  scenarios:\n    - name: chat\n      request: { url: \"http://gateway:8080/v1/chat\" }\n      open: { rate: 400, duration: 5m }\n";
+    std::fs::write(dir.path().join("load.yaml"), config).unwrap();
+    let out = Command::new(cargo_bin("citadel-itest"))
+        .args([
+            "load",
+            "k8s-manifests",
+            "--shards",
+            "8",
+            "--image",
+            "registry.example/citadel-itest:1.2",
+            "--config",
+            "load.yaml",
+            "--namespace",
+            "perf",
+            "--token-secret",
+            "load-token",
+            "--scenario",
+            "chat",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        yaml.contains("apiVersion: batch/v1") && yaml.contains("kind: Job"),
+        "{yaml}"
+    );
+    let (cm, svc, pod, job) = k8s::parse(&yaml).unwrap();
+
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!((spec.completions, spec.parallelism), (Some(8), Some(8)));
+    assert_eq!(spec.backoff_limit_per_index, Some(0));
+    assert_eq!(job.metadata.namespace.as_deref(), Some("perf"));
+    let shard_pod = spec.template.spec.unwrap();
+    let c = &shard_pod.containers[0];
+    assert_eq!(
+        c.image.as_deref(),
+        Some("registry.example/citadel-itest:1.2")
+    );
+    let args = c.args.clone().unwrap();
+    assert!(
+        args.windows(2).any(|w| w[0] == "--coordinator"
+            && w[1] == "http://citadel-itest-load-coordinator.perf.svc:7070"),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2).any(|w| w == ["--scenario", "chat"]),
+        "{args:?}"
+    );
+    let env = c.env.clone().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "CITADEL_ITEST_SHARDS" && e.value.as_deref() == Some("8"))
+    );
+    let secret_of = |vols: &Option<Vec<k8s::k8s_openapi::api::core::v1::Volume>>| {
+        vols.as_ref()
+            .unwrap()
+            .iter()
+            .find_map(|v| v.secret.as_ref().and_then(|s| s.secret_name.clone()))
+    };
+    assert_eq!(secret_of(&shard_pod.volumes).as_deref(), Some("load-token"));
+
+    assert_eq!(cm.data.unwrap()["load.yaml"], config);
+    let svc_spec = svc.spec.unwrap();
+    assert_eq!(svc_spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(svc_spec.ports.unwrap()[0].port, 7070);
+    let coord = pod.spec.unwrap();
+    assert_eq!(secret_of(&coord.volumes).as_deref(), Some("load-token"));
+    let cargs = coord.containers[0].args.clone().unwrap();
+    assert!(
+        cargs.windows(2).any(|w| w == ["--shards", "8"]),
+        "{cargs:?}"
+    );
+    assert!(
+        cargs
+            .windows(2)
+            .any(|w| w == ["--listen", "$(POD_IP):7070"]),
+        "{cargs:?}"
+    );
+    assert_eq!(coord.containers[0].image, c.image);
+
+    // A bad name is refused, naming the option.
+    let out = Command::new(cargo_bin("citadel-itest"))
+        .args([
+            "load",
+            "k8s-manifests",
+            "--shards",
+            "2",
+            "--image",
+            "img",
+            "--config",
+            "load.yaml",
+            "--namespace",
+            "Not_A_Label",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--namespace `Not_A_Label`"));
+}

@@ -11,6 +11,8 @@
 
 pub mod client;
 pub mod coordinator;
+#[cfg(feature = "k8s")]
+pub mod k8s;
 
 use serde::{Deserialize, Serialize};
 
