@@ -100,7 +100,7 @@ async fn main() {
             .collect();
         let parsed = t0.elapsed();
         let mut merged = LoadResult::merge(&results).unwrap();
-        merged.apply_thresholds(&[threshold.clone()]);
+        merged.apply_thresholds(std::slice::from_ref(&threshold));
         let all = t0.elapsed();
         assert_eq!(
             merged.counts.requests,
