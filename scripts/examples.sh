@@ -30,19 +30,7 @@ run alerts_fire 60
 run fault_drill 30
 run custom_tooling 30
 # The configured suite last, without the load scenario and the alert drill (their own examples
-# above). Its Prometheus checks need every target scraped once (scrape interval 5 s): wait for
-# that first, at most 20 s.
-prometheus_scraped_all() {
-  exec 3<>/dev/tcp/127.0.0.1/59090 || return 1
-  printf 'GET /api/v1/targets?state=active HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-  local body; body=$(timeout 2 cat <&3); exec 3<&- 3>&-
-  grep -q '"status":"success"' <<<"$body" && ! grep -q '"health":"unknown"' <<<"$body"
-}
-deadline=$((SECONDS + 20))
-until prometheus_scraped_all; do
-  if [ $SECONDS -ge $deadline ]; then echo "examples: Prometheus has not scraped every target after 20s" >&2; break; fi
-  sleep 0.5
-done
+# above); `services.sh up` has waited for Prometheus's first scrape of every target.
 run run_integration_tests 120 --skip 'load.*' --skip 'monitoring.drills.*' --report-dir target/examples/reports
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -380,6 +380,21 @@ CONF
   wait_for "gateway on 127.0.0.1:$GW_PORT" 15 http_ok $GW_PORT /health
 }
 
+# Prometheus has scraped every active target once and evaluated its recording rule: until then
+# its API answers "health": "unknown" and empty queries, which checks would read as failures.
+prom_http() { # path: the body of GET path on Prometheus
+  exec 4<>"/dev/tcp/127.0.0.1/$PROM_PORT" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$1" >&4
+  timeout 2 cat <&4; local rc=$?; exec 4<&- 4>&-; return $rc
+}
+prom_scraped_all() {
+  local body
+  body=$(prom_http '/api/v1/targets?state=active') || return 1
+  grep -q '"status":"success"' <<<"$body" && ! grep -q '"health":"unknown"' <<<"$body" || return 1
+  body=$(prom_http '/api/v1/query?query=job:up:sum') || return 1
+  grep -q '"result":\[{' <<<"$body"
+}
+
 print_env() {
   cat <<ENV
 export CITADEL_PG_HOST=127.0.0.1
@@ -451,6 +466,7 @@ case "${1:-}" in
     mkdir -p "$ROOT"
     reserve_ports
     pg_up; models_up; fault_proxy_up; qdrant_up; alertmanager_up; pushgateway_up; prom_up; gw_up
+    wait_for "prometheus's first scrape of every target" 30 prom_scraped_all
     status >&2
     print_env ;;
   down) down; status >&2 || true ;;
