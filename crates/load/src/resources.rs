@@ -75,6 +75,12 @@ pub enum ResourceError {
         /// What is wrong.
         message: String,
     },
+    /// The process has exited but was not reaped yet (a zombie): it uses no memory any more.
+    #[error("process {pid} exited (a zombie not yet reaped by its parent)")]
+    Exited {
+        /// The pid.
+        pid: u32,
+    },
     /// A `/proc` file or the metrics page did not have the expected shape.
     #[error("{source_name}: {message}")]
     Shape {
@@ -200,6 +206,13 @@ pub fn read_proc(pid: u32) -> Result<Reading, ResourceError> {
             .ok_or_else(|| shape(format!("stat field {name} is missing or not a number")))
     };
     let cpu_seconds = (ticks(11, "utime")? + ticks(12, "stime")?) / USER_HZ;
+    let zombie = status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|state| matches!(state.trim().chars().next(), Some('Z' | 'X')));
+    if zombie {
+        return Err(ResourceError::Exited { pid });
+    }
     let rss_kb = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
