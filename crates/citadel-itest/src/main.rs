@@ -16,9 +16,9 @@ use clap::{Args, Parser, Subcommand};
 
 #[cfg(feature = "load")]
 mod load_cmd;
-mod report_cmd;
 #[cfg(feature = "faults")]
 mod proxy_cmd;
+mod report_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -91,7 +91,12 @@ struct RunArgs {
     #[arg(long, value_name = "BASE.json")]
     baseline: Option<PathBuf>,
     /// How far (percent) a measurement may move in its worse direction against the baseline.
-    #[arg(long, value_name = "PERCENT", default_value = "10%", requires = "baseline")]
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value = "10%",
+        requires = "baseline"
+    )]
     baseline_tolerance: String,
     /// Push the results as metrics to this Pushgateway (base URL), grouping key
     /// job=citadel_itest, instance=<host name>: each run replaces the last.

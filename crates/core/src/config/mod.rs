@@ -844,7 +844,10 @@ impl Validate for RunSettings {
             MAX_GRACE,
         );
         if self.formats.is_empty() {
-            v.error("formats", "list at least one of console, json, junit, html, md");
+            v.error(
+                "formats",
+                "list at least one of console, json, junit, html, md",
+            );
         }
     }
 }
