@@ -180,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         stats(totals.clone())
     );
     println!(
-        "  catalog round (13 queries):                            {}",
+        "  catalog round (15 queries):                            {}",
         stats(catalog)
     );
     println!(

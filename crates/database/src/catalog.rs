@@ -1,5 +1,6 @@
-//! A live database's schema, read from `pg_catalog` in one round of six queries whatever the
-//! number of tables and columns.
+//! A live database's schema, read from `pg_catalog` in one round of 15 set-based queries in one
+//! read-only transaction, whatever the number of tables and objects. Stored expressions are
+//! deparsed once per distinct tree ([`crate::nodetree`]), so the round opens almost no relation.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -254,54 +255,48 @@ const TABLES_SQL: &str = "SELECT n.nspname::text, c.relname::text, c.relrowsecur
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {NS}";
 
+/// Defaults come as raw trees with their `pg_attrdef` oid, deparsed later (see [`nodetree`]).
 const COLUMNS_SQL: &str = "SELECT n.nspname::text, c.relname::text, a.attname::text, \
-       format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), \
-       a.attidentity::text, a.attgenerated::text \
+       format_type(a.atttypid, a.atttypmod), a.attnotnull, d.adbin::text, \
+       a.attidentity::text, a.attgenerated::text, a.attnum::int4, d.oid::int8, a.attrelid::int8 \
      FROM pg_attribute a \
      JOIN pg_class c ON c.oid = a.attrelid \
      JOIN pg_namespace n ON n.oid = c.relnamespace \
      LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
      WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm') \
        AND NOT c.relispartition AND {NS} \
-     ORDER BY 1, 2, a.attnum";
+     ORDER BY a.attrelid, a.attnum";
 
+/// Key columns come as attribute numbers and the referenced table as an oid, named from the
+/// columns read (see [`Relations`]). CHECK conditions come as raw trees with the constraint's oid.
 const CONSTRAINTS_SQL: &str = "SELECT n.nspname::text, c.relname::text, con.conname::text, con.contype::text, \
-       ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(num, ord) \
-             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord), \
-       fn.nspname::text, fc.relname::text, \
-       ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord) \
-             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord), \
+       con.conkey::int4[], con.confrelid::int8, con.confkey::int4[], \
        con.confdeltype::text, con.confupdtype::text, con.convalidated, con.connoinherit, \
-       CASE WHEN con.contype = 'c' THEN pg_get_expr(con.conbin, con.conrelid) END \
+       CASE WHEN con.contype = 'c' THEN con.conbin::text END, con.oid::int8 \
      FROM pg_constraint con \
      JOIN pg_class c ON c.oid = con.conrelid \
      JOIN pg_namespace n ON n.oid = c.relnamespace \
-     LEFT JOIN pg_class fc ON fc.oid = con.confrelid \
-     LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace \
      WHERE con.contype IN ('p', 'u', 'f', 'c') AND c.relkind IN ('r', 'p') \
        AND NOT c.relispartition AND {NS} \
-     ORDER BY 1, 2, 3";
+     ORDER BY con.conrelid, con.conname";
 
+/// Keys come as attribute numbers (0 for an expression) and option bits, named from the columns
+/// read; only an index with an expression key has its keys deparsed (`pg_get_indexdef`, which
+/// opens the index). Predicates come as raw trees with the index's oid.
 const INDEXES_SQL: &str = "SELECT n.nspname::text, t.relname::text, i.relname::text, ix.indisunique, \
-       am.amname::text, k.defs, pg_get_expr(ix.indpred, ix.indrelid), \
+       am.amname::text, (ix.indkey::int2[])[:]::int4[], ix.indpred::text, \
        EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = ix.indexrelid \
                AND con.conrelid = ix.indrelid AND con.contype IN ('p', 'u', 'x')), \
-       k.is_column, k.descending, k.nulls_first \
+       ix.indnkeyatts::int4, (ix.indoption::int2[])[:]::int4[], ix.indexrelid::int8, \
+       CASE WHEN 0 = ANY (ix.indkey::int2[]) THEN \
+         ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) FROM generate_series(1, ix.indnkeyatts) k ORDER BY k) END \
      FROM pg_index ix \
      JOIN pg_class i ON i.oid = ix.indexrelid \
      JOIN pg_class t ON t.oid = ix.indrelid \
      JOIN pg_namespace n ON n.oid = t.relnamespace \
      JOIN pg_am am ON am.oid = i.relam \
-     CROSS JOIN LATERAL ( \
-       SELECT array_agg(CASE WHEN ix.indkey[s.k - 1] <> 0 THEN a.attname::text \
-                             ELSE pg_get_indexdef(ix.indexrelid, s.k, true) END ORDER BY s.k) AS defs, \
-              array_agg(ix.indkey[s.k - 1] <> 0 ORDER BY s.k) AS is_column, \
-              array_agg(ix.indoption[s.k - 1] & 1 = 1 ORDER BY s.k) AS descending, \
-              array_agg(ix.indoption[s.k - 1] & 2 = 2 ORDER BY s.k) AS nulls_first \
-       FROM generate_series(1, ix.indnkeyatts) s(k) \
-       LEFT JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = ix.indkey[s.k - 1]) k \
      WHERE t.relkind IN ('r', 'p') AND NOT t.relispartition AND {NS} \
-     ORDER BY 1, 2, 3";
+     ORDER BY ix.indrelid, i.relname";
 
 /// Whether object `oid` of catalog `class` belongs to an extension.
 const EXT_MEMBER: &str = "EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{CLASS}'::regclass \
@@ -322,31 +317,28 @@ const ENUMS_SQL: &str = "SELECT n.nspname::text, t.typname::text, \
      FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
      WHERE t.typtype = 'e' AND NOT {EXT_TYPE} AND {NS}";
 
+/// The owning column comes as (table oid, attribute number), named from the columns read.
 const SEQUENCES_SQL: &str = "SELECT n.nspname::text, c.relname::text, format_type(s.seqtypid, NULL), s.seqincrement, \
-       (SELECT format('%s.%s.%s', tn.nspname, tc.relname, ta.attname) FROM pg_depend d \
-          JOIN pg_class tc ON tc.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = tc.relnamespace \
-          JOIN pg_attribute ta ON ta.attrelid = d.refobjid AND ta.attnum = d.refobjsubid \
-          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass \
-            AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1), \
-       EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid \
-               AND d.deptype = 'i') \
-         OR EXISTS (SELECT 1 FROM pg_attrdef ad JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass \
-               AND d.objid = ad.oid WHERE d.refobjid = c.oid AND d.refclassid = 'pg_class'::regclass) \
+       o.refobjid::int8, o.refobjsubid::int4, \
+       coalesce(o.deptype = 'i', false) OR c.oid IN (SELECT d.refobjid FROM pg_depend d \
+         WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass) \
      FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     LEFT JOIN pg_depend o ON o.classid = 'pg_class'::regclass AND o.objid = c.oid \
+       AND o.refclassid = 'pg_class'::regclass AND o.refobjsubid > 0 AND o.deptype IN ('a', 'i') \
      WHERE NOT {EXT_CLASS} AND {NS}";
 
 const TRIGGERS_SQL: &str = "SELECT n.nspname::text, c.relname::text, t.tgname::text, t.tgtype::int, \
        pn.nspname::text || '.' || p.proname::text \
      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
      JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace \
-     WHERE NOT t.tgisinternal AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND {NS} ORDER BY 1, 2, 3";
+     WHERE NOT t.tgisinternal AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND {NS} ORDER BY t.tgrelid, t.tgname";
 
 const POLICIES_SQL: &str = "SELECT n.nspname::text, c.relname::text, p.polname::text, p.polpermissive, \
        ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END \
              FROM unnest(p.polroles) r ORDER BY 1), \
-       p.polcmd::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid) \
+       p.polcmd::text, p.polqual::text, p.polwithcheck::text, p.oid::int8 \
      FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-     WHERE {NS} ORDER BY 1, 2, 3";
+     WHERE {NS} ORDER BY p.polrelid, p.polname";
 
 const TABLE_GRANTS_SQL: &str = "SELECT n.nspname::text, c.relname::text, \
        CASE WHEN a.grantee = 0 THEN 'public' ELSE pg_get_userbyid(a.grantee)::text END, \
@@ -358,6 +350,26 @@ const SCHEMA_GRANTS_SQL: &str = "SELECT n.nspname::text, \
        CASE WHEN a.grantee = 0 THEN 'public' ELSE pg_get_userbyid(a.grantee)::text END, \
        lower(a.privilege_type) \
      FROM pg_namespace n, aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner AND {NS}";
+
+/// Deparses the representatives of [`nodetree`] groups: `$1` attrdef, `$2` constraint, `$3`
+/// policy (USING), `$4` policy (WITH CHECK), `$5` index (predicate) oids.
+const DEPARSE_SQL: &str = "SELECT 0, d.oid::int8, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d \
+       WHERE d.oid = ANY ($1::int8[]::oid[]) \
+     UNION ALL SELECT 1, c.oid::int8, pg_get_expr(c.conbin, c.conrelid) FROM pg_constraint c \
+       WHERE c.oid = ANY ($2::int8[]::oid[]) \
+     UNION ALL SELECT 2, p.oid::int8, pg_get_expr(p.polqual, p.polrelid) FROM pg_policy p \
+       WHERE p.oid = ANY ($3::int8[]::oid[]) \
+     UNION ALL SELECT 3, p.oid::int8, pg_get_expr(p.polwithcheck, p.polrelid) FROM pg_policy p \
+       WHERE p.oid = ANY ($4::int8[]::oid[]) \
+     UNION ALL SELECT 4, x.indexrelid::int8, pg_get_expr(x.indpred, x.indrelid) FROM pg_index x \
+       WHERE x.indexrelid = ANY ($5::int8[]::oid[])";
+
+/// Names relations (and their columns) that the columns query did not read: `$1` oids.
+const RELATIONS_SQL: &str = "SELECT c.oid::int8, n.nspname::text, c.relname::text, a.attnum::int4, \
+       a.attname::text \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+     WHERE c.oid = ANY ($1::int8[]::oid[])";
 
 const EXTENSIONS_SQL: &str = "SELECT e.extname::text, e.extversion, n.nspname::text \
      FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace ORDER BY 1";
@@ -372,6 +384,249 @@ fn sql(template: &str) -> String {
         .replace("{EXT_TYPE}", &member("pg_type", "t.oid"))
 }
 
+type TableKey = (String, String);
+
+/// Where a deparsed expression goes: (table, index in its list).
+#[derive(Debug)]
+enum Slot {
+    Default(TableKey, usize),
+    Check(TableKey, usize),
+    Using(TableKey, usize),
+    WithCheck(TableKey, usize),
+    Predicate(TableKey, usize),
+}
+
+impl Slot {
+    /// The `DEPARSE_SQL` branch that deparses this kind of tree.
+    fn kind(&self) -> usize {
+        match self {
+            Slot::Default(..) => 0,
+            Slot::Check(..) => 1,
+            Slot::Using(..) => 2,
+            Slot::WithCheck(..) => 3,
+            Slot::Predicate(..) => 4,
+        }
+    }
+
+    fn table(&self) -> &TableKey {
+        match self {
+            Slot::Default(t, _)
+            | Slot::Check(t, _)
+            | Slot::Using(t, _)
+            | Slot::WithCheck(t, _)
+            | Slot::Predicate(t, _) => t,
+        }
+    }
+}
+
+/// Stored expressions waiting to be deparsed, grouped by [`nodetree::expr_key`]: one
+/// representative of each group is deparsed by the server, and its text is given to all.
+#[derive(Debug, Default)]
+struct Deparse {
+    /// Group key -> group number.
+    groups: std::collections::HashMap<String, usize>,
+    /// Per group: (branch, oid) of its representative.
+    representatives: Vec<(usize, i64)>,
+    /// Oids to deparse, per `DEPARSE_SQL` branch.
+    oids: [Vec<i64>; 5],
+    /// Every expression: its slot and group.
+    pending: Vec<(Slot, usize)>,
+}
+
+impl Deparse {
+    fn add(
+        &mut self,
+        attnums: &BTreeMap<TableKey, BTreeMap<i32, String>>,
+        slot: Slot,
+        oid: i64,
+        tree: &str,
+    ) {
+        let table = slot.table();
+        let columns = attnums.get(table);
+        let relation = format!("{}.{}", table.0, table.1);
+        let key = crate::nodetree::expr_key(tree, &relation, |n| {
+            columns.and_then(|c| c.get(&n)).map(String::as_str)
+        });
+        let kind = slot.kind();
+        let group = *self.groups.entry(key).or_insert_with(|| {
+            self.oids[kind].push(oid);
+            self.representatives.push((kind, oid));
+            self.representatives.len() - 1
+        });
+        self.pending.push((slot, group));
+    }
+
+    /// Deparses the representatives in one statement and fills every slot.
+    async fn resolve(
+        self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        cat: &mut Catalog,
+    ) -> Result<(), sqlx::Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut texts: std::collections::HashMap<(usize, i64), String> =
+            std::collections::HashMap::new();
+        let mut query = sqlx::query(DEPARSE_SQL);
+        for oids in &self.oids {
+            query = query.bind(oids);
+        }
+        let rows = query.fetch_all(&mut **tx).await?;
+        for row in rows {
+            let kind: i32 = row.try_get(0)?;
+            let text: Option<String> = row.try_get(2)?;
+            if let (Ok(kind), Some(text)) = (usize::try_from(kind), text) {
+                texts.insert((kind, row.try_get(1)?), text);
+            }
+        }
+        for (slot, group) in self.pending {
+            let text = self
+                .representatives
+                .get(group)
+                .and_then(|rep| texts.get(rep))
+                .cloned();
+            let table = cat.tables.get_mut(slot.table());
+            let (Some(text), Some(t)) = (text, table) else {
+                return Err(changed_while_reading(slot.table(), "an expression"));
+            };
+            match slot {
+                Slot::Default(_, i) => {
+                    if let Some(c) = t.columns.get_mut(i) {
+                        c.default = Some(text);
+                    }
+                }
+                Slot::Check(_, i) => {
+                    if let Some(c) = t.checks.get_mut(i) {
+                        // `definition` holds the suffix (` NO INHERIT`, ` NOT VALID`) until now.
+                        c.definition = format!("CHECK ({text}){}", c.definition);
+                        c.expression = text;
+                    }
+                }
+                Slot::Using(_, i) => {
+                    if let Some(p) = t.policies.get_mut(i) {
+                        p.using_expr = Some(text);
+                    }
+                }
+                Slot::WithCheck(_, i) => {
+                    if let Some(p) = t.policies.get_mut(i) {
+                        p.with_check = Some(text);
+                    }
+                }
+                Slot::Predicate(_, i) => {
+                    if let Some(ix) = t.indexes.get_mut(i) {
+                        ix.predicate = Some(text);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Relations by oid and their columns by attribute number: filled by the columns query, and
+/// for relations it does not read (a foreign key into another schema or a partition, a sequence
+/// owned by a column of one) by one more query, only when there are such relations.
+#[derive(Debug, Default)]
+struct Relations {
+    by_oid: std::collections::HashMap<i64, TableKey>,
+    /// (schema, table) -> attribute number -> column name.
+    attnums: BTreeMap<TableKey, BTreeMap<i32, String>>,
+}
+
+impl Relations {
+    fn add_column(&mut self, oid: i64, table: &TableKey, attnum: i32, name: String) {
+        self.by_oid.entry(oid).or_insert_with(|| table.clone());
+        self.attnums
+            .entry(table.clone())
+            .or_default()
+            .insert(attnum, name);
+    }
+
+    /// Reads every relation of `oids` not known yet.
+    async fn load(
+        &mut self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        oids: impl IntoIterator<Item = i64>,
+    ) -> Result<(), sqlx::Error> {
+        let mut missing: Vec<i64> = oids
+            .into_iter()
+            .filter(|oid| !self.by_oid.contains_key(oid))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let rows = sqlx::query(RELATIONS_SQL)
+            .bind(&missing)
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in rows {
+            let table: TableKey = (row.try_get(1)?, row.try_get(2)?);
+            self.add_column(row.try_get(0)?, &table, row.try_get(3)?, row.try_get(4)?);
+        }
+        Ok(())
+    }
+
+    fn table(&self, oid: i64) -> Option<&TableKey> {
+        self.by_oid.get(&oid)
+    }
+
+    fn column(&self, table: &TableKey, attnum: i32) -> Option<&str> {
+        self.attnums
+            .get(table)
+            .and_then(|c| c.get(&attnum))
+            .map(String::as_str)
+    }
+
+    /// Names of `table`'s columns by attribute number (the key of constraint `what`).
+    fn column_names(
+        &self,
+        table: &TableKey,
+        numbers: &[i32],
+        what: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        numbers
+            .iter()
+            .map(|&n| {
+                self.column(table, n)
+                    .map(str::to_string)
+                    .ok_or_else(|| changed_while_reading(table, what))
+            })
+            .collect()
+    }
+}
+
+/// The catalog moved under the read (DDL between two queries: catalog look-ups see the latest
+/// committed state, not the transaction's snapshot).
+fn changed_while_reading(table: &TableKey, what: &str) -> sqlx::Error {
+    sqlx::Error::Protocol(format!(
+        "the catalog changed while it was read ({what} of {}.{}): run the check again",
+        table.0, table.1
+    ))
+}
+
+/// One catalog query, bound to the namespace filter.
+async fn fetch(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    template: &str,
+    ns: &Option<Vec<String>>,
+) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+    let start = std::time::Instant::now();
+    let q = sql(template);
+    let rows = if q.contains("$1") {
+        sqlx::query(&q).bind(ns).fetch_all(&mut **tx).await
+    } else {
+        sqlx::query(&q).fetch_all(&mut **tx).await
+    };
+    tracing::trace!(
+        elapsed_ms = start.elapsed().as_secs_f64() * 1e3,
+        query = template.get(..60).unwrap_or(template),
+        "catalog query"
+    );
+    rows
+}
+
 impl Catalog {
     /// Reads `namespaces` (tables with their columns, keys, indexes, checks, RLS) and every
     /// extension, in one REPEATABLE READ, READ ONLY transaction (one consistent snapshot).
@@ -381,26 +636,24 @@ impl Catalog {
     ) -> Result<Catalog, sqlx::Error> {
         use sqlx::Connection as _;
         let ns = namespaces.param();
-        let mut tx = conn.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
+        let mut tx = conn
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await?;
         let mut cat = Catalog::default();
         let mut view_columns: Vec<((String, String), String, String)> = Vec::new();
+        let mut rel = Relations::default();
+        // Foreign keys, named once every referenced relation is known: (table, name, columns,
+        // referenced oid, referenced attribute numbers, on delete, on update, validated).
+        let mut foreign_keys = Vec::new();
+        // Raw default trees: (table, column index, pg_attrdef oid, tree).
+        let mut defaults: Vec<((String, String), usize, i64, String)> = Vec::new();
+        let mut deparse = Deparse::default();
 
-        for row in sqlx::query(&sql(NAMESPACES_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for row in fetch(&mut tx, NAMESPACES_SQL, &ns).await? {
             cat.namespaces.insert(row.try_get(0)?);
         }
 
-        for row in sqlx::query(&sql(TABLES_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for row in fetch(&mut tx, TABLES_SQL, &ns).await? {
             let key = (row.try_get(0)?, row.try_get(1)?);
             cat.tables.insert(
                 key,
@@ -412,19 +665,17 @@ impl Catalog {
             );
         }
 
-        for row in sqlx::query(&sql(COLUMNS_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for row in fetch(&mut tx, COLUMNS_SQL, &ns).await? {
             let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
             let identity: Option<String> = row.try_get(6)?;
             let generated: Option<String> = row.try_get(7)?;
+            let name: String = row.try_get(2)?;
+            rel.add_column(row.try_get(10)?, &key, row.try_get(8)?, name.clone());
             let column = Column {
-                name: row.try_get(2)?,
+                name,
                 type_name: row.try_get(3)?,
                 not_null: row.try_get(4)?,
-                default: row.try_get(5)?,
+                default: None,
                 identity: match identity.as_deref() {
                     Some("a") => Some(Identity::Always),
                     Some("d") => Some(Identity::ByDefault),
@@ -433,97 +684,122 @@ impl Catalog {
                 generated: generated.as_deref() == Some("s"),
             };
             if let Some(t) = cat.tables.get_mut(&key) {
+                if let Some(tree) = row.try_get::<Option<String>, _>(5)? {
+                    defaults.push((key.clone(), t.columns.len(), row.try_get(9)?, tree));
+                }
                 t.columns.push(column);
             } else {
                 view_columns.push((key, column.name, column.type_name));
             }
         }
 
-        for row in sqlx::query(&sql(CONSTRAINTS_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for (key, column, oid, tree) in defaults {
+            deparse.add(&rel.attnums, Slot::Default(key, column), oid, &tree);
+        }
+
+        for row in fetch(&mut tx, CONSTRAINTS_SQL, &ns).await? {
             let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
             let Some(t) = cat.tables.get_mut(&key) else {
                 continue;
             };
             let name: String = row.try_get(2)?;
             let kind: String = row.try_get(3)?;
-            let columns: Vec<String> = row.try_get(4)?;
+            let numbers: Vec<i32> = row.try_get(4)?;
+            let columns = rel.column_names(&key, &numbers, &name)?;
             match kind.as_str() {
                 "p" => t.primary_key = Some(Key { name, columns }),
                 "u" => t.uniques.push(Key { name, columns }),
                 "f" => {
-                    let ref_schema: Option<String> = row.try_get(5)?;
-                    let ref_table: Option<String> = row.try_get(6)?;
-                    let ref_columns: Vec<String> = row.try_get(7)?;
-                    let del: Option<String> = row.try_get(8)?;
-                    let upd: Option<String> = row.try_get(9)?;
-                    t.foreign_keys.push(ForeignKey {
+                    let del: Option<String> = row.try_get(7)?;
+                    let upd: Option<String> = row.try_get(8)?;
+                    let action = |code: Option<String>| {
+                        code.as_deref()
+                            .and_then(ReferentialAction::from_code)
+                            .unwrap_or(ReferentialAction::NoAction)
+                    };
+                    foreign_keys.push((
+                        key.clone(),
                         name,
                         columns,
-                        references: ColumnsRef::new(
-                            TableRef::new(
-                                ref_schema.unwrap_or_default(),
-                                ref_table.unwrap_or_default(),
-                            ),
-                            ref_columns,
-                        ),
-                        on_delete: del
-                            .as_deref()
-                            .and_then(ReferentialAction::from_code)
-                            .unwrap_or(ReferentialAction::NoAction),
-                        on_update: upd
-                            .as_deref()
-                            .and_then(ReferentialAction::from_code)
-                            .unwrap_or(ReferentialAction::NoAction),
-                        validated: row.try_get(10)?,
-                    });
+                        row.try_get::<i64, _>(5)?,
+                        row.try_get::<Vec<i32>, _>(6)?,
+                        action(del),
+                        action(upd),
+                        row.try_get::<bool, _>(9)?,
+                    ));
                 }
                 _ => {
-                    // As pg_get_constraintdef prints it, without deparsing twice.
-                    let expression: String =
-                        row.try_get::<Option<String>, _>(12)?.unwrap_or_default();
-                    let validated: bool = row.try_get(10)?;
-                    let no_inherit: bool = row.try_get(11)?;
+                    // The definition (as pg_get_constraintdef prints it) is completed once the
+                    // condition is deparsed: for now it holds the suffix.
+                    let validated: bool = row.try_get(9)?;
+                    let no_inherit: bool = row.try_get(10)?;
+                    if let Some(tree) = row.try_get::<Option<String>, _>(11)? {
+                        let slot = Slot::Check(key.clone(), t.checks.len());
+                        deparse.add(&rel.attnums, slot, row.try_get(12)?, &tree);
+                    }
                     t.checks.push(Check {
                         name,
                         definition: format!(
-                            "CHECK ({expression}){}{}",
+                            "{}{}",
                             if no_inherit { " NO INHERIT" } else { "" },
                             if validated { "" } else { " NOT VALID" }
                         ),
-                        expression,
+                        expression: String::new(),
                     })
                 }
             }
         }
 
-        for row in sqlx::query(&sql(INDEXES_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
+        rel.load(&mut tx, foreign_keys.iter().map(|fk| fk.3))
+            .await?;
+        for (key, name, columns, ref_oid, ref_numbers, on_delete, on_update, validated) in
+            foreign_keys
         {
+            let Some(ref_table) = rel.table(ref_oid) else {
+                return Err(changed_while_reading(&key, &name));
+            };
+            let references = ColumnsRef::new(
+                TableRef::new(ref_table.0.clone(), ref_table.1.clone()),
+                rel.column_names(ref_table, &ref_numbers, &name)?,
+            );
+            if let Some(t) = cat.tables.get_mut(&key) {
+                t.foreign_keys.push(ForeignKey {
+                    name,
+                    columns,
+                    references,
+                    on_delete,
+                    on_update,
+                    validated,
+                });
+            }
+        }
+
+        for row in fetch(&mut tx, INDEXES_SQL, &ns).await? {
             let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
             if let Some(t) = cat.tables.get_mut(&key) {
-                let exprs: Vec<String> = row.try_get(5)?;
-                let is_column: Vec<bool> = row.try_get(8)?;
-                let desc: Vec<bool> = row.try_get(9)?;
-                let nulls_first: Vec<bool> = row.try_get(10)?;
-                let keys: Vec<IndexKey> = exprs
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, expr)| {
-                        let column = is_column.get(i).copied().unwrap_or(false);
-                        IndexKey {
-                            expr,
-                            column,
-                            desc: desc.get(i).copied().unwrap_or(false),
-                            nulls_first: nulls_first.get(i).copied().unwrap_or(false),
-                        }
-                    })
-                    .collect();
+                let name: String = row.try_get(2)?;
+                let indkey: Vec<i32> = row.try_get(5)?;
+                let key_count = usize::try_from(row.try_get::<i32, _>(8)?).unwrap_or(0);
+                let options: Vec<i32> = row.try_get(9)?;
+                let defs: Option<Vec<String>> = row.try_get(11)?;
+                let mut keys = Vec::with_capacity(key_count);
+                for (i, &attnum) in indkey.iter().take(key_count).enumerate() {
+                    let expr = if attnum != 0 {
+                        rel.column(&key, attnum).map(str::to_string)
+                    } else {
+                        defs.as_ref().and_then(|d| d.get(i)).cloned()
+                    };
+                    let Some(expr) = expr else {
+                        return Err(changed_while_reading(&key, &name));
+                    };
+                    let option = options.get(i).copied().unwrap_or(0);
+                    keys.push(IndexKey {
+                        expr,
+                        column: attnum != 0,
+                        desc: option & 1 == 1,
+                        nulls_first: option & 2 == 2,
+                    });
+                }
                 let columns = keys
                     .iter()
                     .map(|k| {
@@ -535,23 +811,23 @@ impl Catalog {
                         format!("{e}{}", k.order_suffix())
                     })
                     .collect();
+                if let Some(tree) = row.try_get::<Option<String>, _>(6)? {
+                    let slot = Slot::Predicate(key.clone(), t.indexes.len());
+                    deparse.add(&rel.attnums, slot, row.try_get(10)?, &tree);
+                }
                 t.indexes.push(Index {
-                    name: row.try_get(2)?,
+                    name,
                     unique: row.try_get(3)?,
                     method: row.try_get(4)?,
                     columns,
                     keys,
-                    predicate: row.try_get(6)?,
+                    predicate: None,
                     backs_constraint: row.try_get(7)?,
                 });
             }
         }
 
-        for row in sqlx::query(&sql(VIEWS_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for row in fetch(&mut tx, VIEWS_SQL, &ns).await? {
             cat.views.insert(
                 (row.try_get(0)?, row.try_get(1)?),
                 View {
@@ -567,11 +843,7 @@ impl Catalog {
             }
         }
 
-        for row in sqlx::query(&sql(FUNCTIONS_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for row in fetch(&mut tx, FUNCTIONS_SQL, &ns).await? {
             let volatility: String = row.try_get(5)?;
             cat.functions
                 .entry((row.try_get(0)?, row.try_get(1)?))
@@ -589,36 +861,44 @@ impl Catalog {
                 });
         }
 
-        for row in sqlx::query(&sql(ENUMS_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for row in fetch(&mut tx, ENUMS_SQL, &ns).await? {
             cat.enums
                 .insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
         }
 
-        for row in sqlx::query(&sql(SEQUENCES_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        let mut owners = Vec::new();
+        for row in fetch(&mut tx, SEQUENCES_SQL, &ns).await? {
+            let key: TableKey = (row.try_get(0)?, row.try_get(1)?);
+            let owner_oid: Option<i64> = row.try_get(4)?;
+            let owner_column: Option<i32> = row.try_get(5)?;
+            if let (Some(oid), Some(attnum)) = (owner_oid, owner_column) {
+                owners.push((key.clone(), oid, attnum));
+            }
             cat.sequences.insert(
-                (row.try_get(0)?, row.try_get(1)?),
+                key,
                 Sequence {
                     type_name: row.try_get(2)?,
                     increment: row.try_get(3)?,
-                    owned_by: row.try_get(4)?,
-                    column_default: row.try_get(5)?,
+                    owned_by: None,
+                    column_default: row.try_get(6)?,
                 },
             );
         }
+        rel.load(&mut tx, owners.iter().map(|o| o.1)).await?;
+        for (key, oid, attnum) in owners {
+            let owner = rel.table(oid).and_then(|table| {
+                rel.column(table, attnum)
+                    .map(|column| format!("{}.{}.{column}", table.0, table.1))
+            });
+            let Some(owner) = owner else {
+                return Err(changed_while_reading(&key, "the owner"));
+            };
+            if let Some(s) = cat.sequences.get_mut(&key) {
+                s.owned_by = Some(owner);
+            }
+        }
 
-        for row in sqlx::query(&sql(TRIGGERS_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for row in fetch(&mut tx, TRIGGERS_SQL, &ns).await? {
             let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
             let tgtype: i32 = row.try_get(3)?;
             let timing = if tgtype & 64 != 0 {
@@ -650,14 +930,19 @@ impl Catalog {
             }
         }
 
-        for row in sqlx::query(&sql(POLICIES_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for row in fetch(&mut tx, POLICIES_SQL, &ns).await? {
             let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
             let cmd: String = row.try_get(5)?;
             if let Some(t) = cat.tables.get_mut(&key) {
+                let oid: i64 = row.try_get(8)?;
+                if let Some(tree) = row.try_get::<Option<String>, _>(6)? {
+                    let slot = Slot::Using(key.clone(), t.policies.len());
+                    deparse.add(&rel.attnums, slot, oid, &tree);
+                }
+                if let Some(tree) = row.try_get::<Option<String>, _>(7)? {
+                    let slot = Slot::WithCheck(key.clone(), t.policies.len());
+                    deparse.add(&rel.attnums, slot, oid, &tree);
+                }
                 t.policies.push(Policy {
                     name: row.try_get(2)?,
                     permissive: row.try_get(3)?,
@@ -670,17 +955,15 @@ impl Catalog {
                         _ => "all",
                     }
                     .to_string(),
-                    using_expr: row.try_get(6)?,
-                    with_check: row.try_get(7)?,
+                    using_expr: None,
+                    with_check: None,
                 });
             }
         }
 
-        for row in sqlx::query(&sql(TABLE_GRANTS_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        deparse.resolve(&mut tx, &mut cat).await?;
+
+        for row in fetch(&mut tx, TABLE_GRANTS_SQL, &ns).await? {
             let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
             if let Some(t) = cat.tables.get_mut(&key) {
                 t.grants
@@ -690,11 +973,7 @@ impl Catalog {
             }
         }
 
-        for row in sqlx::query(&sql(SCHEMA_GRANTS_SQL))
-            .bind(&ns)
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for row in fetch(&mut tx, SCHEMA_GRANTS_SQL, &ns).await? {
             cat.schema_grants
                 .entry(row.try_get(0)?)
                 .or_default()
@@ -703,7 +982,7 @@ impl Catalog {
                 .insert(row.try_get(2)?);
         }
 
-        for row in sqlx::query(EXTENSIONS_SQL).fetch_all(&mut *tx).await? {
+        for row in fetch(&mut tx, EXTENSIONS_SQL, &ns).await? {
             cat.extensions.insert(
                 row.try_get(0)?,
                 Extension {
@@ -858,5 +1137,242 @@ impl Catalog {
                 .insert(name.clone(), spec);
         }
         expected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The catalog round deparses one representative per group of equal stored trees: every
+    //! text it reports must be what deparsing each object itself gives.
+
+    use super::*;
+    use sqlx::Connection as _;
+
+    /// Tables built to share trees where sharing is wrong: the same attribute number under
+    /// another name, a dropped column's gap, a generated column naming a later column, sub-selects
+    /// whose output depends on the outer table's name, whole-row references, several statements
+    /// in one query string (every tree's locations differ), keys by number, a foreign key into
+    /// another schema.
+    const SQL: &str = "
+        CREATE SCHEMA app; CREATE SCHEMA other;
+        CREATE TABLE other.orgs (org_id int PRIMARY KEY, zone text);
+        CREATE TABLE other.p1 (org int);
+        CREATE TABLE app.members (org int, uid int);
+        CREATE TABLE app.a1 (id int PRIMARY KEY, amount int DEFAULT 1 CHECK (amount > 0),
+            note text DEFAULT 'x', at timestamptz DEFAULT now());
+        CREATE TABLE app.a2 (id int PRIMARY KEY, balance int DEFAULT 1 CHECK (balance > 0),
+            note text DEFAULT 'x', at timestamptz DEFAULT now()::date);
+        CREATE TABLE app.a3 (id int, gone int, amount int);
+        ALTER TABLE app.a3 DROP COLUMN gone;
+        ALTER TABLE app.a3 ADD CONSTRAINT a3_amount_check CHECK (amount > 0) NOT VALID;
+        ALTER TABLE app.a3 ADD CONSTRAINT a3_amount_small CHECK (amount < 100) NO INHERIT;
+        CREATE TABLE app.g (id int, doubled int GENERATED ALWAYS AS (later * 2) STORED, later int);
+        CREATE TABLE app.p1 (id int, org_id int);
+        CREATE TABLE app.p2 (id int, org_id int);
+        CREATE POLICY s ON app.p1 USING (EXISTS (SELECT 1 FROM other.p1 x WHERE x.org = org_id))
+            WITH CHECK (org_id > 0);
+        CREATE POLICY s ON app.p2 USING (EXISTS (SELECT 1 FROM other.p1 x WHERE x.org = org_id))
+            WITH CHECK (org_id > 0);
+        CREATE POLICY m ON app.p1 USING (EXISTS (SELECT 1 FROM other.p1 WHERE other.p1.org = app.p1.org_id));
+        CREATE POLICY m ON app.p2 USING (EXISTS (SELECT 1 FROM other.p1 WHERE other.p1.org = app.p2.org_id));
+        CREATE POLICY w ON app.p1 USING (row_to_json(p1.*)::text <> '');
+        CREATE POLICY w ON app.p2 USING (row_to_json(p2.*)::text <> '');
+        CREATE INDEX ON app.a1 (amount) WHERE amount > 0;
+        CREATE INDEX ON app.a2 (balance) WHERE balance > 0;
+        CREATE INDEX ON app.a1 (lower(note) DESC NULLS LAST, amount NULLS FIRST) INCLUDE (at);
+        CREATE INDEX ON app.a2 (lower(note), balance DESC);
+        CREATE TABLE app.f (id int, org int REFERENCES other.orgs (org_id),
+            a1 int REFERENCES app.a1 (id), a2 int REFERENCES app.a2 (id) ON DELETE CASCADE);
+        CREATE TABLE app.parted (id int PRIMARY KEY, v int) PARTITION BY RANGE (id);
+        CREATE TABLE app.part1 PARTITION OF app.parted FOR VALUES FROM (0) TO (10);
+        CREATE TABLE app.fp (x int, pid int REFERENCES app.parted (id));
+        CREATE TABLE app.ident (id int GENERATED ALWAYS AS IDENTITY, s serial);
+        CREATE SEQUENCE app.s1 OWNED BY app.a1.note;
+        CREATE SEQUENCE app.s2 OWNED BY app.part1.v;
+        CREATE SEQUENCE app.s3;
+    ";
+
+    /// (table, what, text) for every expression and key the round reports.
+    type Texts = BTreeSet<(String, String, String)>;
+
+    fn from_catalog(cat: &Catalog) -> Texts {
+        let mut out = Texts::new();
+        for ((ns, name), t) in &cat.tables {
+            let table = format!("{ns}.{name}");
+            let mut add = |what: String, text: String| {
+                out.insert((table.clone(), what, text));
+            };
+            for c in &t.columns {
+                if let Some(d) = &c.default {
+                    add(format!("default {}", c.name), d.clone());
+                }
+            }
+            for c in &t.checks {
+                add(format!("check {}", c.name), c.expression.clone());
+                add(format!("checkdef {}", c.name), c.definition.clone());
+            }
+            for p in &t.policies {
+                if let Some(u) = &p.using_expr {
+                    add(format!("using {}", p.name), u.clone());
+                }
+                if let Some(w) = &p.with_check {
+                    add(format!("with_check {}", p.name), w.clone());
+                }
+            }
+            for ix in &t.indexes {
+                if let Some(p) = &ix.predicate {
+                    add(format!("predicate {}", ix.name), p.clone());
+                }
+                add(format!("keys {}", ix.name), key_list(&ix.keys));
+            }
+            for k in t.primary_key.iter().chain(&t.uniques) {
+                add(format!("key {}", k.name), k.columns.join(","));
+            }
+            for fk in &t.foreign_keys {
+                add(
+                    format!("fk {} {}", fk.name, fk.references.table),
+                    format!("{} -> {}", fk.columns.join(","), fk.references),
+                );
+            }
+        }
+        out
+    }
+
+    /// The same, each object deparsed by itself.
+    const ONE_BY_ONE: &str = "
+        SELECT c.relnamespace::regnamespace::text || '.' || c.relname, 'default ' || a.attname,
+               pg_get_expr(d.adbin, d.adrelid)
+          FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid
+          JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+        UNION ALL
+        SELECT c.relnamespace::regnamespace::text || '.' || c.relname, 'check ' || con.conname,
+               pg_get_expr(con.conbin, con.conrelid)
+          FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid WHERE con.contype = 'c'
+        UNION ALL
+        SELECT c.relnamespace::regnamespace::text || '.' || c.relname, 'checkdef ' || con.conname,
+               pg_get_constraintdef(con.oid)
+          FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid WHERE con.contype = 'c'
+        UNION ALL
+        SELECT c.relnamespace::regnamespace::text || '.' || c.relname, 'using ' || p.polname,
+               pg_get_expr(p.polqual, p.polrelid)
+          FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE p.polqual IS NOT NULL
+        UNION ALL
+        SELECT c.relnamespace::regnamespace::text || '.' || c.relname, 'with_check ' || p.polname,
+               pg_get_expr(p.polwithcheck, p.polrelid)
+          FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE p.polwithcheck IS NOT NULL
+        UNION ALL
+        SELECT c.relnamespace::regnamespace::text || '.' || c.relname, 'predicate ' || i.relname,
+               pg_get_expr(x.indpred, x.indrelid)
+          FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid JOIN pg_class i ON i.oid = x.indexrelid
+         WHERE x.indpred IS NOT NULL
+        UNION ALL
+        SELECT c.relnamespace::regnamespace::text || '.' || c.relname,
+               'fk ' || con.conname || ' ' || fc.relnamespace::regnamespace::text || '.' || fc.relname,
+               (SELECT string_agg(a.attname, ',' ORDER BY k.ord)
+                  FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
+                  JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num)
+               || ' -> ' || fc.relnamespace::regnamespace::text || '.' || fc.relname || '('
+               || (SELECT string_agg(a.attname, ', ' ORDER BY k.ord)
+                     FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
+                     JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num) || ')'
+          FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
+          JOIN pg_class fc ON fc.oid = con.confrelid WHERE con.contype = 'f'";
+
+    #[tokio::test]
+    async fn grouped_deparsing_reports_what_each_object_deparses_to() {
+        let pg = citadel_itest_testkit::Postgres::start().await.unwrap();
+        let dsn = pg.create_database("trees").await.unwrap();
+        pg.execute_in("trees", SQL).await.unwrap();
+        let mut conn = PgConnection::connect(&dsn).await.unwrap();
+        let namespaces = Namespaces::Only(vec!["app".into(), "other".into()]);
+        let cat = Catalog::read(&mut conn, &namespaces).await.unwrap();
+        let found = from_catalog(&cat);
+
+        let mut expected = Texts::new();
+        for row in sqlx::query(ONE_BY_ONE).fetch_all(&mut conn).await.unwrap() {
+            let table: String = row.get(0);
+            let read = table
+                .split_once('.')
+                .is_some_and(|(ns, t)| cat.tables.contains_key(&(ns.into(), t.into())));
+            if read {
+                expected.insert((table, row.get(1), row.get(2)));
+            }
+        }
+        let deparsed: Texts = found
+            .iter()
+            .filter(|(_, what, _)| !what.starts_with("key"))
+            .cloned()
+            .collect();
+        assert_eq!(deparsed, expected);
+        // A foreign key into a partitioned table is also kept against each partition.
+        assert!(
+            expected.iter().any(|(t, what, text)| t == "app.fp"
+                && what.ends_with(" app.part1")
+                && text == "pid -> app.part1(id)"),
+            "{expected:?}"
+        );
+
+        // Relations the round does not read (another schema, a partition) are named by one more
+        // query: the same names.
+        let only_app = Namespaces::Only(vec!["app".into()]);
+        let app = Catalog::read(&mut conn, &only_app).await.unwrap();
+        assert_eq!(
+            app.tables[&("app".into(), "f".into())],
+            cat.tables[&("app".into(), "f".into())]
+        );
+        assert_eq!(
+            app.tables[&("app".into(), "fp".into())],
+            cat.tables[&("app".into(), "fp".into())]
+        );
+        let owner = |name: &str| {
+            let s = &app.sequences[&("app".to_string(), name.to_string())];
+            (s.owned_by.clone(), s.column_default)
+        };
+        assert_eq!(owner("s1"), (Some("app.a1.note".into()), false));
+        assert_eq!(owner("s2"), (Some("app.part1.v".into()), false));
+        assert_eq!(owner("s3"), (None, false));
+        assert_eq!(owner("ident_id_seq"), (Some("app.ident.id".into()), true));
+        assert_eq!(owner("ident_s_seq"), (Some("app.ident.s".into()), true));
+
+        // The cases above really do deparse differently: sharing a text would have been wrong.
+        let text = |table: &str, what: &str| {
+            found
+                .iter()
+                .find(|(t, w, _)| t == table && w == what)
+                .map(|(_, _, text)| text.clone())
+                .unwrap_or_else(|| panic!("{table} {what} not read"))
+        };
+        assert_eq!(text("app.a1", "check a1_amount_check"), "(amount > 0)");
+        assert_eq!(text("app.a2", "check a2_balance_check"), "(balance > 0)");
+        assert_eq!(text("app.a3", "check a3_amount_check"), "(amount > 0)");
+        assert_eq!(
+            text("app.a3", "checkdef a3_amount_check"),
+            "CHECK ((amount > 0)) NOT VALID"
+        );
+        assert_eq!(
+            text("app.a3", "checkdef a3_amount_small"),
+            "CHECK ((amount < 100)) NO INHERIT"
+        );
+        assert_eq!(text("app.g", "default doubled"), "(later * 2)");
+        assert_ne!(text("app.p1", "using w"), text("app.p2", "using w"));
+        assert_ne!(text("app.p1", "using m"), text("app.p2", "using m"));
+        assert_eq!(text("app.p1", "with_check s"), "(org_id > 0)");
+
+        // Keys by attribute number: named as pg_get_indexdef and the constraint definitions do.
+        assert_eq!(
+            text("app.a1", "keys a1_lower_amount_at_idx"),
+            "(lower(note) DESC NULLS LAST, amount NULLS FIRST)"
+        );
+        assert_eq!(
+            text("app.a2", "keys a2_lower_balance_idx"),
+            "(lower(note), balance DESC)"
+        );
+        assert_eq!(text("app.a1", "keys a1_amount_idx"), "(amount)");
+        assert_eq!(text("app.a1", "key a1_pkey"), "id");
+        assert_eq!(
+            text("app.f", "fk f_org_fkey other.orgs"),
+            "org -> other.orgs(org_id)"
+        );
+        assert_eq!(text("app.f", "fk f_a2_fkey app.a2"), "a2 -> app.a2(id)");
     }
 }

@@ -81,6 +81,7 @@ mod diff;
 mod ident;
 mod integrity;
 mod migrations;
+mod nodetree;
 mod normalize;
 mod objects;
 mod pooling;
