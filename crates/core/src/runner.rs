@@ -156,7 +156,8 @@ pub struct RunOutput {
     pub summary: RunSummary,
     /// One result per planned check, in plan order.
     pub results: Vec<TestResult>,
-    /// Reporter failures (the run itself went on).
+    /// Reporter failures (the run itself went on): the first failure of every reporter that
+    /// failed, in the order the reporters were given.
     pub report_errors: Vec<ReportError>,
 }
 
@@ -341,10 +342,8 @@ impl Suite {
             config: b.config,
         };
 
-        let mut report_errors = Vec::new();
-        if let Err(e) = reporters.run_started(&plan) {
-            report_errors.push(e);
-        }
+        let mut report_errors = ReportErrors::new(reporters.len());
+        report_errors.feed(&mut reporters, |r| r.run_started(&plan));
 
         let external = b.cancel;
         let internal = external.child_token();
@@ -420,9 +419,7 @@ impl Suite {
                 ));
                 internal.cancel();
             }
-            if let Err(e) = reporters.check_finished(&result) {
-                report_errors.push(e);
-            }
+            report_errors.feed(&mut reporters, |r| r.check_finished(&result));
             results[i] = Some(result);
         }
 
@@ -437,14 +434,38 @@ impl Suite {
         } else {
             shared.reason.get().cloned()
         };
-        if let Err(e) = reporters.run_finished(&summary) {
-            report_errors.push(e);
-        }
+        report_errors.feed(&mut reporters, |r| r.run_finished(&summary));
         RunOutput {
             summary,
             results,
-            report_errors,
+            report_errors: report_errors.into_vec(),
         }
+    }
+}
+
+/// The first error of each reporter: every reporter gets every event, and one that fails on
+/// every check is named once, not once per check.
+struct ReportErrors(Vec<Option<ReportError>>);
+
+impl ReportErrors {
+    fn new(reporters: usize) -> Self {
+        ReportErrors(std::iter::repeat_with(|| None).take(reporters).collect())
+    }
+
+    fn feed(
+        &mut self,
+        reporters: &mut [Box<dyn Reporter>],
+        mut event: impl FnMut(&mut dyn Reporter) -> Result<(), ReportError>,
+    ) {
+        for (reporter, first) in reporters.iter_mut().zip(self.0.iter_mut()) {
+            if let Err(e) = event(reporter.as_mut()) {
+                first.get_or_insert(e);
+            }
+        }
+    }
+
+    fn into_vec(self) -> Vec<ReportError> {
+        self.0.into_iter().flatten().collect()
     }
 }
 

@@ -649,3 +649,100 @@ async fn checks_take_slots_in_plan_order() {
         assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4, 5]);
     }
 }
+
+/// A reporter that fails on chosen events and counts what it was given.
+struct Flaky {
+    name: &'static str,
+    fail_start: bool,
+    fail_checks: bool,
+    seen: Arc<AtomicUsize>,
+}
+
+impl Reporter for Flaky {
+    fn run_started(
+        &mut self,
+        _plan: &citadel_itest_core::RunPlan,
+    ) -> Result<(), citadel_itest_core::ReportError> {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        if self.fail_start {
+            return Err(citadel_itest_core::ReportError::new(
+                self.name,
+                None,
+                std::io::Error::other("start refused"),
+            ));
+        }
+        Ok(())
+    }
+    fn check_finished(
+        &mut self,
+        _r: &citadel_itest_core::TestResult,
+    ) -> Result<(), citadel_itest_core::ReportError> {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        if self.fail_checks {
+            return Err(citadel_itest_core::ReportError::new(
+                self.name,
+                None,
+                std::io::Error::other("check refused"),
+            ));
+        }
+        Ok(())
+    }
+    fn run_finished(
+        &mut self,
+        _s: &citadel_itest_core::RunSummary,
+    ) -> Result<(), citadel_itest_core::ReportError> {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Every reporter gets every event; each one that failed is named once (its first failure),
+/// in the order given, and the run's exit code says a report was lost.
+#[tokio::test]
+async fn every_failing_reporter_is_named_once_and_the_others_get_every_event() {
+    let seen: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let reporters: Vec<Box<dyn Reporter>> = vec![
+        Box::new(Flaky {
+            name: "healthy",
+            fail_start: false,
+            fail_checks: false,
+            seen: seen[0].clone(),
+        }),
+        Box::new(Flaky {
+            name: "checks",
+            fail_start: false,
+            fail_checks: true,
+            seen: seen[1].clone(),
+        }),
+        Box::new(Flaky {
+            name: "start",
+            fail_start: true,
+            fail_checks: true,
+            seen: seen[2].clone(),
+        }),
+    ];
+    let out = Suite::builder()
+        .check("t", sleeper("t.a", Duration::ZERO))
+        .check("t", sleeper("t.b", Duration::ZERO))
+        .check("t", sleeper("t.c", Duration::ZERO))
+        .build()
+        .run(reporters)
+        .await;
+    assert_eq!(out.summary.exit_code(), 0);
+    assert_eq!(out.exit_code(), 1);
+    let named: Vec<(&str, String)> = out
+        .report_errors
+        .iter()
+        .map(|e| (e.format, e.source.to_string()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("checks", "check refused".to_string()),
+            ("start", "start refused".to_string())
+        ]
+    );
+    for s in &seen {
+        assert_eq!(s.load(Ordering::SeqCst), 5, "start, 3 checks, finish");
+    }
+}
