@@ -213,8 +213,15 @@ async fn closed_model_stops_at_its_duration_and_counts_live() {
     );
     assert_eq!(live.errors.load(Ordering::Relaxed), 0);
     assert_eq!(live.in_flight.load(Ordering::Relaxed), 0);
-    // No request was sent after the duration.
-    assert!(r.samples.iter().all(|s| s.intended < ms(700)));
+    // No request was started after the duration. A closed-model sample's time is when it was
+    // sent, after its connection was reopened if the server had closed it (nginx closes a
+    // keep-alive connection every 1,000 requests), so the last ones may carry a time just past
+    // the duration: allow one reconnect on a busy machine.
+    assert!(
+        r.samples.iter().all(|s| s.intended < ms(800)),
+        "{:?}",
+        r.samples.iter().map(|s| s.intended).max()
+    );
 }
 
 #[tokio::test]
@@ -351,11 +358,31 @@ async fn connection_refused_is_a_connect_error() {
         2,
         Duration::from_secs(5),
     );
-    s.closed = s.closed.map(|c| c.iterations(20));
+    s.closed = s.closed.map(|c| c.iterations(8));
     let r = run(&s).await;
-    assert_eq!(r.samples.len(), 20);
-    assert_eq!(r.errors(ErrorClass::Connect), 20);
+    assert_eq!(r.samples.len(), 8);
+    assert_eq!(r.errors(ErrorClass::Connect), 8);
     assert!(r.samples.iter().all(|s| s.status.is_none()));
+}
+
+/// A closed-model user facing a refused port backs off (10 ms doubling to 1 s) instead of
+/// spinning: over 1.5 s two users make about 8 attempts each, not thousands, and the run still
+/// fails on them and ends on time.
+#[tokio::test]
+async fn a_refused_port_is_retried_with_backoff_not_in_a_spin() {
+    let port = closed_port().expect("closed port");
+    let s = closed(
+        &format!("http://127.0.0.1:{port}/"),
+        2,
+        Duration::from_millis(1500),
+    );
+    let started = std::time::Instant::now();
+    let r = run(&s).await;
+    let took = started.elapsed();
+    let n = r.samples.len();
+    assert!((4..=40).contains(&n), "{n} connect attempts in 1.5 s");
+    assert_eq!(r.errors(ErrorClass::Connect), n);
+    assert!(took < Duration::from_secs(4), "took {took:?}");
 }
 
 #[tokio::test]

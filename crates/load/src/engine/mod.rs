@@ -30,7 +30,8 @@
 //!
 //! A connection is opened before its first request (in the open model up to 1 s before the
 //! arrival's time, so it is not part of the latency); one that closes between requests is
-//! reopened without a sample; a failed connect is a sample of class `connect`. A request that
+//! reopened without a sample; a failed connect is a sample of class `connect` (a closed-model
+//! user then waits 10 ms, doubling up to 1 s, before its next try). A request that
 //! was sent and got no head is `protocol`; a body cut off is `body`; a status that is not 2xx
 //! is classified with [`ErrorClass::of_status`](crate::sample::ErrorClass::of_status) (the
 //! body is still read); nothing within the request timeout is `timeout`; a stream (with

@@ -260,13 +260,14 @@ impl<S: SampleSink> Local<S> {
         out.broken
     }
 
-    /// Send one request on the slot's connection (opening it if needed) and record it.
-    async fn send_one(&self, slot: &mut Slot, number: u64, intended: Option<Instant>) {
+    /// Send one request on the slot's connection (opening it if needed) and record it;
+    /// `false` when no connection could be made (the request is recorded as `connect`).
+    async fn send_one(&self, slot: &mut Slot, number: u64, intended: Option<Instant>) -> bool {
         if !self.start_request(&mut slot.conn, intended).await {
-            return;
+            return false;
         }
         let Some(c) = slot.conn.as_mut() else {
-            return;
+            return false;
         };
         // The slot's timer is reset rather than a new one made for each request.
         if self
@@ -275,8 +276,15 @@ impl<S: SampleSink> Local<S> {
         {
             slot.conn = None;
         }
+        true
     }
 }
+
+/// After a failed connect a closed-model user waits before its next iteration: 10 ms, doubling
+/// up to 1 s, back to none once a connection is made. Without it a user facing a refused port
+/// loops as fast as the kernel refuses (tens of thousands of `connect` samples a second, a
+/// core spent), which says nothing more than the first few did.
+const CONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 /// `t + d`, or a time far beyond any run (about 30 years) when that would overflow.
 fn later(t: Instant, d: Duration) -> Instant {
@@ -315,6 +323,7 @@ async fn closed_user<S: SampleSink>(local: Rc<Local<S>>) {
     };
     let deadline = later(shared.start, duration);
     let mut slot = Slot::new();
+    let mut backoff = Duration::ZERO;
     loop {
         if Instant::now() >= deadline {
             break;
@@ -325,7 +334,14 @@ async fn closed_user<S: SampleSink>(local: Rc<Local<S>>) {
             }
         }
         let number = local.body_number();
-        local.send_one(&mut slot, number, None).await;
+        if local.send_one(&mut slot, number, None).await {
+            backoff = Duration::ZERO;
+        } else {
+            backoff = (backoff * 2).clamp(CONNECT_BACKOFF.0, CONNECT_BACKOFF.1);
+            let until = later(Instant::now(), backoff).min(deadline);
+            tokio::time::sleep_until(TokioInstant::from_std(until)).await;
+            continue;
+        }
         if !think_time.is_zero() {
             let until = later(Instant::now(), think_time).min(deadline);
             tokio::time::sleep_until(TokioInstant::from_std(until)).await;
@@ -368,7 +384,8 @@ async fn open_connection<S: SampleSink>(local: Rc<Local<S>>) {
         }
         tokio::time::sleep_until(TokioInstant::from_std(due)).await;
         if !multiplex {
-            local.send_one(&mut slot, number, Some(due)).await;
+            // A failed connect is this arrival's sample; the next arrival keeps its own time.
+            let _ = local.send_one(&mut slot, number, Some(due)).await;
             continue;
         }
         if !local.start_request(&mut slot.conn, Some(due)).await {
