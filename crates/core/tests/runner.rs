@@ -658,41 +658,38 @@ struct Flaky {
     seen: Arc<AtomicUsize>,
 }
 
+impl Flaky {
+    /// Count the event; fail it with `why` when `fail`.
+    fn event(&self, fail: bool, why: &str) -> Result<(), citadel_itest_core::ReportError> {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        if !fail {
+            return Ok(());
+        }
+        let source = std::io::Error::other(why.to_string());
+        Err(citadel_itest_core::ReportError::new(
+            self.name, None, source,
+        ))
+    }
+}
+
 impl Reporter for Flaky {
     fn run_started(
         &mut self,
         _plan: &citadel_itest_core::RunPlan,
     ) -> Result<(), citadel_itest_core::ReportError> {
-        self.seen.fetch_add(1, Ordering::SeqCst);
-        if self.fail_start {
-            return Err(citadel_itest_core::ReportError::new(
-                self.name,
-                None,
-                std::io::Error::other("start refused"),
-            ));
-        }
-        Ok(())
+        self.event(self.fail_start, "start refused")
     }
     fn check_finished(
         &mut self,
         _r: &citadel_itest_core::TestResult,
     ) -> Result<(), citadel_itest_core::ReportError> {
-        self.seen.fetch_add(1, Ordering::SeqCst);
-        if self.fail_checks {
-            return Err(citadel_itest_core::ReportError::new(
-                self.name,
-                None,
-                std::io::Error::other("check refused"),
-            ));
-        }
-        Ok(())
+        self.event(self.fail_checks, "check refused")
     }
     fn run_finished(
         &mut self,
         _s: &citadel_itest_core::RunSummary,
     ) -> Result<(), citadel_itest_core::ReportError> {
-        self.seen.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        self.event(false, "")
     }
 }
 
