@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::json::{JsonCounts, JsonReport, JsonResult};
-use super::{ReportError, Reporter, Sink};
+use super::{Document, ReportError, Reporter};
 use crate::outcome::{Measurement, Status, TestResult, fmt_number};
 use crate::runner::{RunPlan, RunSummary};
 
@@ -830,61 +830,32 @@ const JS: &str = r#"
 "#;
 
 /// Collects results and writes `report.html` when the run finishes.
-pub struct HtmlReporter {
-    sink: Sink,
-    plan: Option<RunPlan>,
-    results: Vec<TestResult>,
-}
+pub struct HtmlReporter(Document);
 
 impl HtmlReporter {
     /// Write to a file (atomically, at the end of the run).
     pub fn to_file(path: impl Into<std::path::PathBuf>) -> Self {
-        HtmlReporter {
-            sink: Sink::File(path.into()),
-            plan: None,
-            results: Vec::new(),
-        }
+        HtmlReporter(Document::file(path))
     }
 
     /// Write into a shared buffer (tests, embedding).
     pub fn to_memory(buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Self {
-        HtmlReporter {
-            sink: Sink::Memory(buf),
-            plan: None,
-            results: Vec::new(),
-        }
+        HtmlReporter(Document::memory(buf))
     }
-}
-
-/// The `report.json` model of a finished run, for the reporters that render from it.
-pub(crate) fn report_of(
-    plan: &mut Option<RunPlan>,
-    results: &[TestResult],
-    summary: &RunSummary,
-) -> JsonReport {
-    let plan = plan.take().unwrap_or_else(|| RunPlan {
-        run_id: summary.run_id.clone(),
-        started_at: summary.started_at,
-        checks: Vec::new(),
-        config: Value::Null,
-    });
-    JsonReport::build(&plan, results, summary)
 }
 
 impl Reporter for HtmlReporter {
     fn run_started(&mut self, plan: &RunPlan) -> Result<(), ReportError> {
-        self.plan = Some(plan.clone());
-        Ok(())
+        self.0.start(plan)
     }
 
     fn check_finished(&mut self, result: &TestResult) -> Result<(), ReportError> {
-        self.results.push(result.clone());
-        Ok(())
+        self.0.add(result)
     }
 
     fn run_finished(&mut self, summary: &RunSummary) -> Result<(), ReportError> {
-        let report = report_of(&mut self.plan, &self.results, summary);
-        self.sink.write("html", render_html(&report).as_bytes())
+        let report = self.0.report(summary);
+        self.0.write("html", render_html(&report).as_bytes())
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ReportError, Reporter, Sink};
+use super::{Document, ReportError, Reporter};
 use crate::check::CheckId;
 use crate::config::redact_text;
 use crate::outcome::{ErrorKind, Measurement, Status, TestResult};
@@ -203,51 +203,31 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 }
 
 /// Collects results and writes `report.json` when the run finishes.
-pub struct JsonReporter {
-    sink: Sink,
-    plan: Option<RunPlan>,
-    results: Vec<TestResult>,
-}
+pub struct JsonReporter(Document);
 
 impl JsonReporter {
     /// Write to a file (atomically, at the end of the run).
     pub fn to_file(path: impl Into<std::path::PathBuf>) -> Self {
-        JsonReporter {
-            sink: Sink::File(path.into()),
-            plan: None,
-            results: Vec::new(),
-        }
+        JsonReporter(Document::file(path))
     }
 
     /// Write into a shared buffer (tests, embedding).
     pub fn to_memory(buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Self {
-        JsonReporter {
-            sink: Sink::Memory(buf),
-            plan: None,
-            results: Vec::new(),
-        }
+        JsonReporter(Document::memory(buf))
     }
 }
 
 impl Reporter for JsonReporter {
     fn run_started(&mut self, plan: &RunPlan) -> Result<(), ReportError> {
-        self.plan = Some(plan.clone());
-        Ok(())
+        self.0.start(plan)
     }
 
     fn check_finished(&mut self, result: &TestResult) -> Result<(), ReportError> {
-        self.results.push(result.clone());
-        Ok(())
+        self.0.add(result)
     }
 
     fn run_finished(&mut self, summary: &RunSummary) -> Result<(), ReportError> {
-        let plan = self.plan.take().unwrap_or_else(|| RunPlan {
-            run_id: summary.run_id.clone(),
-            started_at: summary.started_at,
-            checks: Vec::new(),
-            config: serde_json::Value::Null,
-        });
-        let report = JsonReport::build(&plan, &self.results, summary);
-        self.sink.write("json", &report.to_bytes())
+        let report = self.0.report(summary);
+        self.0.write("json", &report.to_bytes())
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{ReportError, Reporter, Sink};
+use super::{Document, ReportError, Reporter};
 use crate::config::redact_text;
 use crate::outcome::{Outcome, TestResult};
 use crate::runner::{RunPlan, RunSummary};
@@ -87,53 +87,34 @@ fn test_case(r: &TestResult) -> TestCase {
 }
 
 /// Collects results and writes `junit.xml` when the run finishes.
-pub struct JunitReporter {
-    sink: Sink,
-    plan: Option<RunPlan>,
-    results: Vec<TestResult>,
-}
+pub struct JunitReporter(Document);
 
 impl JunitReporter {
     /// Write to a file (atomically, at the end of the run).
     pub fn to_file(path: impl Into<std::path::PathBuf>) -> Self {
-        JunitReporter {
-            sink: Sink::File(path.into()),
-            plan: None,
-            results: Vec::new(),
-        }
+        JunitReporter(Document::file(path))
     }
 
     /// Write into a shared buffer (tests, embedding).
     pub fn to_memory(buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Self {
-        JunitReporter {
-            sink: Sink::Memory(buf),
-            plan: None,
-            results: Vec::new(),
-        }
+        JunitReporter(Document::memory(buf))
     }
 }
 
 impl Reporter for JunitReporter {
     fn run_started(&mut self, plan: &RunPlan) -> Result<(), ReportError> {
-        self.plan = Some(plan.clone());
-        Ok(())
+        self.0.start(plan)
     }
 
     fn check_finished(&mut self, result: &TestResult) -> Result<(), ReportError> {
-        self.results.push(result.clone());
-        Ok(())
+        self.0.add(result)
     }
 
     fn run_finished(&mut self, summary: &RunSummary) -> Result<(), ReportError> {
-        let plan = self.plan.take().unwrap_or_else(|| RunPlan {
-            run_id: summary.run_id.clone(),
-            started_at: summary.started_at,
-            checks: Vec::new(),
-            config: serde_json::Value::Null,
-        });
-        let xml = build_junit(&plan, &self.results, summary)
+        let plan = self.0.plan(summary);
+        let xml = build_junit(&plan, self.0.results(), summary)
             .to_string()
             .map_err(|e| ReportError::new("junit", None, std::io::Error::other(e.to_string())))?;
-        self.sink.write("junit", xml.as_bytes())
+        self.0.write("junit", xml.as_bytes())
     }
 }

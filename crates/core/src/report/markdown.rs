@@ -18,9 +18,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::html::{duration_text, fmt_fixed, measurement_value, rate_text, report_of, verdict};
+use super::html::{duration_text, fmt_fixed, measurement_value, rate_text, verdict};
 use super::json::JsonReport;
-use super::{ReportError, Reporter, Sink};
+use super::{Document, ReportError, Reporter};
 use crate::outcome::{Status, TestResult};
 use crate::runner::{RunPlan, RunSummary};
 
@@ -237,46 +237,32 @@ pub fn render_markdown(report: &JsonReport) -> String {
 }
 
 /// Collects results and writes `summary.md` when the run finishes.
-pub struct MarkdownReporter {
-    sink: Sink,
-    plan: Option<RunPlan>,
-    results: Vec<TestResult>,
-}
+pub struct MarkdownReporter(Document);
 
 impl MarkdownReporter {
     /// Write to a file (atomically, at the end of the run).
     pub fn to_file(path: impl Into<std::path::PathBuf>) -> Self {
-        MarkdownReporter {
-            sink: Sink::File(path.into()),
-            plan: None,
-            results: Vec::new(),
-        }
+        MarkdownReporter(Document::file(path))
     }
 
     /// Write into a shared buffer (tests, embedding).
     pub fn to_memory(buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Self {
-        MarkdownReporter {
-            sink: Sink::Memory(buf),
-            plan: None,
-            results: Vec::new(),
-        }
+        MarkdownReporter(Document::memory(buf))
     }
 }
 
 impl Reporter for MarkdownReporter {
     fn run_started(&mut self, plan: &RunPlan) -> Result<(), ReportError> {
-        self.plan = Some(plan.clone());
-        Ok(())
+        self.0.start(plan)
     }
 
     fn check_finished(&mut self, result: &TestResult) -> Result<(), ReportError> {
-        self.results.push(result.clone());
-        Ok(())
+        self.0.add(result)
     }
 
     fn run_finished(&mut self, summary: &RunSummary) -> Result<(), ReportError> {
-        let report = report_of(&mut self.plan, &self.results, summary);
-        self.sink
+        let report = self.0.report(summary);
+        self.0
             .write("markdown", render_markdown(&report).as_bytes())
     }
 }

@@ -111,6 +111,70 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// What a whole-run reporter (JSON, JUnit, Markdown, HTML) keeps until the run finishes: the
+/// plan, every result, and where the rendered bytes go.
+#[derive(Debug)]
+pub(crate) struct Document {
+    sink: Sink,
+    plan: Option<RunPlan>,
+    results: Vec<TestResult>,
+}
+
+impl Document {
+    /// Written to `path` (atomically) at the end of the run.
+    pub(crate) fn file(path: impl Into<PathBuf>) -> Self {
+        Document::new(Sink::File(path.into()))
+    }
+
+    /// Written into a buffer shared with the caller.
+    pub(crate) fn memory(buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Self {
+        Document::new(Sink::Memory(buf))
+    }
+
+    fn new(sink: Sink) -> Self {
+        Document {
+            sink,
+            plan: None,
+            results: Vec::new(),
+        }
+    }
+
+    pub(crate) fn start(&mut self, plan: &RunPlan) -> Result<(), ReportError> {
+        self.plan = Some(plan.clone());
+        Ok(())
+    }
+
+    pub(crate) fn add(&mut self, result: &TestResult) -> Result<(), ReportError> {
+        self.results.push(result.clone());
+        Ok(())
+    }
+
+    /// The plan announced, or (a run that was never announced) an empty one with the
+    /// summary's id and start.
+    pub(crate) fn plan(&mut self, summary: &RunSummary) -> RunPlan {
+        self.plan.take().unwrap_or_else(|| RunPlan {
+            run_id: summary.run_id.clone(),
+            started_at: summary.started_at,
+            checks: Vec::new(),
+            config: serde_json::Value::Null,
+        })
+    }
+
+    pub(crate) fn results(&self) -> &[TestResult] {
+        &self.results
+    }
+
+    /// The `report.json` model of the finished run, which the other formats render from.
+    pub(crate) fn report(&mut self, summary: &RunSummary) -> JsonReport {
+        let plan = self.plan(summary);
+        JsonReport::build(&plan, &self.results, summary)
+    }
+
+    pub(crate) fn write(&self, format: &'static str, bytes: &[u8]) -> Result<(), ReportError> {
+        self.sink.write(format, bytes)
+    }
+}
+
 /// Where a file reporter sends its bytes.
 #[derive(Debug)]
 pub enum Sink {
