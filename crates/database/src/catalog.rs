@@ -270,7 +270,7 @@ const COLUMNS_SQL: &str = "SELECT n.nspname::text, c.relname::text, a.attname::t
 /// Key columns come as attribute numbers and the referenced table as an oid, named from the
 /// columns read (see [`Relations`]). CHECK conditions come as raw trees with the constraint's oid.
 const CONSTRAINTS_SQL: &str = "SELECT n.nspname::text, c.relname::text, con.conname::text, con.contype::text, \
-       con.conkey::int4[], con.confrelid::int8, con.confkey::int4[], \
+       coalesce(con.conkey, '{}')::int4[], con.confrelid::int8, coalesce(con.confkey, '{}')::int4[], \
        con.confdeltype::text, con.confupdtype::text, con.convalidated, con.connoinherit, \
        CASE WHEN con.contype = 'c' THEN con.conbin::text END, con.oid::int8 \
      FROM pg_constraint con \
@@ -1166,6 +1166,7 @@ mod tests {
         ALTER TABLE app.a3 DROP COLUMN gone;
         ALTER TABLE app.a3 ADD CONSTRAINT a3_amount_check CHECK (amount > 0) NOT VALID;
         ALTER TABLE app.a3 ADD CONSTRAINT a3_amount_small CHECK (amount < 100) NO INHERIT;
+        ALTER TABLE app.a3 ADD CONSTRAINT a3_no_columns CHECK (1 > 0);
         CREATE TABLE app.g (id int, doubled int GENERATED ALWAYS AS (later * 2) STORED, later int);
         CREATE TABLE app.p1 (id int, org_id int);
         CREATE TABLE app.p2 (id int, org_id int);
