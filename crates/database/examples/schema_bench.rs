@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release -p citadel-itest-database --example schema_bench              # 200 tables, 15 rounds
 //! cargo run --release -p citadel-itest-database --example schema_bench -- 200 15
+//! cargo run --release -p citadel-itest-database --example schema_bench -- 200 15 serial  # bigserial keys
 //! ```
 //!
 //! Each table has 7 columns (identity, FK to the previous table, NOT NULL, varchar, numeric with
@@ -28,6 +29,13 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let tables: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(15);
+    // `serial`: `id bigserial` instead of an identity column, so every table has its own
+    // default (`nextval` of its own sequence) and no two defaults are the same expression.
+    let serial = match args.next().as_deref() {
+        None | Some("identity") => false,
+        Some("serial") => true,
+        Some(other) => bail!("third argument: `identity` or `serial`, not `{other}`"),
+    };
 
     let pg = Postgres::start().await.context("start postgres")?;
     let dsn = pg.create_database("bench").await?;
@@ -45,10 +53,21 @@ async fn main() -> anyhow::Result<()> {
         } else {
             format!(" REFERENCES bench.t{} (id) ON DELETE CASCADE", i - 1)
         };
+        let (id_sql, id_yaml) = if serial {
+            (
+                "bigserial".to_string(),
+                format!("\"bigint NOT NULL DEFAULT nextval('bench.t{i}_id_seq'::regclass)\""),
+            )
+        } else {
+            (
+                "bigint GENERATED ALWAYS AS IDENTITY".to_string(),
+                "{ type: bigint, not_null: true, identity: always }".to_string(),
+            )
+        };
         writeln!(
             sql,
             "CREATE TABLE bench.t{i} (\n\
-             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n\
+             id {id_sql} PRIMARY KEY,\n\
              parent_id bigint{parent},\n\
              name text NOT NULL,\n\
              email varchar(200),\n\
@@ -76,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
             yaml,
             "      t{i}:\n\
              \x20       columns:\n\
-             \x20         id: {{ type: bigint, not_null: true, identity: always }}\n\
+             \x20         id: {id_yaml}\n\
              \x20         parent_id: bigint\n\
              \x20         name: text NOT NULL\n\
              \x20         email: varchar(200)\n\

@@ -352,17 +352,20 @@ const SCHEMA_GRANTS_SQL: &str = "SELECT n.nspname::text, \
      FROM pg_namespace n, aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner AND {NS}";
 
 /// Deparses the representatives of [`nodetree`] groups: `$1` attrdef, `$2` constraint, `$3`
-/// policy (USING), `$4` policy (WITH CHECK), `$5` index (predicate) oids.
-const DEPARSE_SQL: &str = "SELECT 0, d.oid::int8, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d \
-       WHERE d.oid = ANY ($1::int8[]::oid[]) \
-     UNION ALL SELECT 1, c.oid::int8, pg_get_expr(c.conbin, c.conrelid) FROM pg_constraint c \
-       WHERE c.oid = ANY ($2::int8[]::oid[]) \
-     UNION ALL SELECT 2, p.oid::int8, pg_get_expr(p.polqual, p.polrelid) FROM pg_policy p \
-       WHERE p.oid = ANY ($3::int8[]::oid[]) \
-     UNION ALL SELECT 3, p.oid::int8, pg_get_expr(p.polwithcheck, p.polrelid) FROM pg_policy p \
-       WHERE p.oid = ANY ($4::int8[]::oid[]) \
-     UNION ALL SELECT 4, x.indexrelid::int8, pg_get_expr(x.indpred, x.indrelid) FROM pg_index x \
-       WHERE x.indexrelid = ANY ($5::int8[]::oid[])";
+/// policy (USING), `$4` policy (WITH CHECK), `$5` index (predicate) oids, each with a flag in
+/// `$6`..`$10`: whether the tree needs its table to be deparsed. One that does not (no column
+/// reference, no sub-select: a constant, `now()`, a serial's `nextval`) is deparsed without it,
+/// which opens no table at all.
+const DEPARSE_SQL: &str = "SELECT 0, d.oid::int8, pg_get_expr(d.adbin, CASE WHEN u.rel THEN d.adrelid ELSE 0 END) \
+       FROM unnest($1::int8[], $6::bool[]) u(oid, rel) JOIN pg_attrdef d ON d.oid = u.oid::oid \
+     UNION ALL SELECT 1, c.oid::int8, pg_get_expr(c.conbin, CASE WHEN u.rel THEN c.conrelid ELSE 0 END) \
+       FROM unnest($2::int8[], $7::bool[]) u(oid, rel) JOIN pg_constraint c ON c.oid = u.oid::oid \
+     UNION ALL SELECT 2, p.oid::int8, pg_get_expr(p.polqual, CASE WHEN u.rel THEN p.polrelid ELSE 0 END) \
+       FROM unnest($3::int8[], $8::bool[]) u(oid, rel) JOIN pg_policy p ON p.oid = u.oid::oid \
+     UNION ALL SELECT 3, p.oid::int8, pg_get_expr(p.polwithcheck, CASE WHEN u.rel THEN p.polrelid ELSE 0 END) \
+       FROM unnest($4::int8[], $9::bool[]) u(oid, rel) JOIN pg_policy p ON p.oid = u.oid::oid \
+     UNION ALL SELECT 4, x.indexrelid::int8, pg_get_expr(x.indpred, CASE WHEN u.rel THEN x.indrelid ELSE 0 END) \
+       FROM unnest($5::int8[], $10::bool[]) u(oid, rel) JOIN pg_index x ON x.indexrelid = u.oid::oid";
 
 /// Names relations (and their columns) that the columns query did not read: `$1` oids.
 const RELATIONS_SQL: &str = "SELECT c.oid::int8, n.nspname::text, c.relname::text, a.attnum::int4, \
@@ -429,6 +432,8 @@ struct Deparse {
     representatives: Vec<(usize, i64)>,
     /// Oids to deparse, per `DEPARSE_SQL` branch.
     oids: [Vec<i64>; 5],
+    /// Whether each of `oids` needs its table to be deparsed.
+    needs_table: [Vec<bool>; 5],
     /// Every expression: its slot and group.
     pending: Vec<(Slot, usize)>,
 }
@@ -450,6 +455,7 @@ impl Deparse {
         let kind = slot.kind();
         let group = *self.groups.entry(key).or_insert_with(|| {
             self.oids[kind].push(oid);
+            self.needs_table[kind].push(crate::nodetree::needs_relation(tree));
             self.representatives.push((kind, oid));
             self.representatives.len() - 1
         });
@@ -470,6 +476,9 @@ impl Deparse {
         let mut query = sqlx::query(DEPARSE_SQL);
         for oids in &self.oids {
             query = query.bind(oids);
+        }
+        for flags in &self.needs_table {
+            query = query.bind(flags);
         }
         let rows = query.fetch_all(&mut **tx).await?;
         for row in rows {

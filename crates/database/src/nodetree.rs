@@ -57,6 +57,15 @@ fn var_attnos(tree: &str) -> Vec<i32> {
     out
 }
 
+/// Whether deparsing `tree` needs the relation it belongs to: it references a column (a `VAR`
+/// node, outer or in a sub-select) or holds a sub-select (whose names are chosen around the
+/// relation's). Without either, `pg_get_expr(tree, 0)` prints the same text and opens nothing.
+pub(crate) fn needs_relation(tree: &str) -> bool {
+    ["{VAR ", "{SUBLINK ", "{QUERY "]
+        .iter()
+        .any(|node| tree.contains(node))
+}
+
 /// The grouping key of `tree` deparsed against relation `relation` whose column `n` is named
 /// `column(n)` (None for a number that names no column: kept as the number).
 pub(crate) fn expr_key<'a>(
@@ -142,6 +151,19 @@ mod tests {
             expr_key(&sublink, "a.t", names),
             expr_key(&sublink, "b.u", names)
         );
+    }
+
+    #[test]
+    fn only_trees_without_columns_or_sub_selects_are_deparsed_bare() {
+        assert!(needs_relation(GE_AMOUNT_AT_5));
+        let now = "{FUNCEXPR :funcid 1299 :funcresulttype 1184 :funcretset false \
+                   :funcvariadic false :funcformat 0 :funccollid 0 :inputcollid 0 :args <> \
+                   :location 38}";
+        assert!(!needs_relation(now));
+        assert!(needs_relation(
+            "{SUBLINK :subLinkType 0 :subLinkId 0 :testexpr <> :operName <> :subselect \
+             {QUERY :commandType 1} :location 3}"
+        ));
     }
 
     #[test]
